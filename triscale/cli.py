@@ -1,0 +1,43 @@
+"""The ``triscale`` command line.
+
+Each command imports its unit lazily so that ``triscale --help`` stays fast; options are plain typer
+parameters, recipes live in YAML under ``configs/``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Spin-waiting OpenMP threads make tblite/PySCF/torch many times slower when both cores are busy.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Optional  # noqa: E402
+
+import typer  # noqa: E402
+
+app = typer.Typer(
+    name="triscale",
+    help="TriScale: a foundation model, adapters, simulation tools and a science agent for atoms and fields.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def predict(
+    files: Annotated[list[Path], typer.Argument(help="Structure files ASE can read (xyz, extxyz, cif, POSCAR, ...).")],
+    model: Annotated[str, typer.Option(help="Shipped checkpoint name or a saved model directory.")] = "triscale-base",
+    domain: Annotated[Optional[str], typer.Option(help="molecule | material; default: by periodicity.")] = None,
+    adapter: Annotated[Optional[list[str]], typer.Option(help="Adapter directory; repeat for a committee.")] = None,
+    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Energy, forces and stress of every frame in FILES with the foundation model."""
+    from triscale.foundation.predict_cli import run_predict
+
+    run_predict(files, model=model, domain=domain, adapters=adapter, dtype=dtype, as_json=json_out)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,113 @@
+"""Building blocks of the equivariant encoder (PaiNN-style scalar + vector features).
+
+Every channel-mixing layer is a plain ``nn.Linear`` over the last (channel) axis. Layers that act on vector
+features have no bias, so ``W @ v`` commutes with rotations of the 3-axis; stock PEFT LoRA (which adds
+``B @ A`` to such a layer, again without bias) keeps the model exactly equivariant before and after merging.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
+    """Sum rows of ``src`` into ``dim_size`` buckets given by ``index`` (along dim 0)."""
+    out = src.new_zeros((dim_size, *src.shape[1:]))
+    return out.index_add_(0, index, src)
+
+
+class PolynomialEnvelope(nn.Module):
+    """Smooth cutoff u(x), x = r / r_c: 1 at 0, 0 at 1 with vanishing first and second derivatives (DimeNet)."""
+
+    def __init__(self, cutoff: float, exponent: int = 5):
+        super().__init__()
+        self.cutoff = cutoff
+        self.p = exponent
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        p = self.p
+        x = r / self.cutoff
+        u = (
+            1.0
+            - (p + 1) * (p + 2) / 2 * x**p
+            + p * (p + 2) * x ** (p + 1)
+            - p * (p + 1) / 2 * x ** (p + 2)
+        )
+        return torch.where(x < 1.0, u, torch.zeros_like(u))
+
+
+class BesselBasis(nn.Module):
+    """sqrt(2/r_c) sin(n pi r / r_c) / r, n = 1..num_radial (fixed frequencies: nothing here to fine-tune)."""
+
+    def __init__(self, cutoff: float, num_radial: int):
+        super().__init__()
+        self.cutoff = cutoff
+        self.num_radial = num_radial
+        self.prefactor = math.sqrt(2.0 / cutoff)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        # Built per call (not a buffer) so that meta-device construction in from_pretrained cannot leave it unset.
+        freqs = torch.arange(1, self.num_radial + 1, dtype=r.dtype, device=r.device) * (math.pi / self.cutoff)
+        r = r.unsqueeze(-1)
+        return self.prefactor * torch.sin(freqs * r) / r
+
+
+class MLP(nn.Sequential):
+    """Linear -> SiLU -> Linear on scalar channels."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int):
+        super().__init__(nn.Linear(in_features, hidden), nn.SiLU(), nn.Linear(hidden, out_features))
+
+
+class Interaction(nn.Module):
+    """Continuous-filter message from sender j to receiver i for scalars and vectors (PaiNN eq. 7-8).
+
+    The filter is a linear map of the radial basis times the smooth envelope, so every message and its first
+    two derivatives vanish at the cutoff.
+    """
+
+    def __init__(self, channels: int, num_radial: int):
+        super().__init__()
+        self.channels = channels
+        self.context = MLP(channels, channels, 3 * channels)
+        self.filter = nn.Linear(num_radial, 3 * channels)
+
+    def forward(self, s, v, radial, envelope, unit, edge_index, norm: float, first_layer_zero_vectors=False):
+        receiver, sender = edge_index[0], edge_index[1]
+        weights = self.filter(radial) * envelope.unsqueeze(-1)
+        # index_select rather than fancy indexing: its backward is an index_add, several times faster on CPU
+        x = torch.index_select(self.context(s), 0, sender) * weights
+        ds, dv_v, dv_r = torch.split(x, self.channels, dim=-1)
+        dv = dv_r.unsqueeze(1) * unit.unsqueeze(-1)
+        if not first_layer_zero_vectors:  # v is identically zero before the first interaction
+            dv = dv + torch.index_select(v, 0, sender) * dv_v.unsqueeze(1)
+        n = s.shape[0]
+        s = s + scatter_sum(ds, receiver, n) * norm
+        v = v + scatter_sum(dv, receiver, n) * norm
+        return s, v
+
+
+class Update(nn.Module):
+    """Per-atom mixing of scalars and vectors through invariant norms and dot products (PaiNN eq. 9-11)."""
+
+    def __init__(self, channels: int, eps: float = 1e-8):
+        super().__init__()
+        self.channels = channels
+        self.eps = eps
+        self.vec_u = nn.Linear(channels, channels, bias=False)
+        self.vec_v = nn.Linear(channels, channels, bias=False)
+        self.gate = MLP(2 * channels, channels, 3 * channels)
+
+    def forward(self, s, v):
+        u_v = self.vec_u(v)
+        v_v = self.vec_v(v)
+        # eps keeps the norm differentiable at v = 0 (isolated atoms, first layer)
+        v_norm = torch.sqrt(torch.sum(v_v**2, dim=1) + self.eps)
+        a_vv, a_sv, a_ss = torch.split(self.gate(torch.cat([s, v_norm], dim=-1)), self.channels, dim=-1)
+        v = v + a_vv.unsqueeze(1) * u_v
+        s = s + a_sv * torch.sum(u_v * v_v, dim=1) + a_ss
+        return s, v
+
