@@ -1,0 +1,323 @@
+"""Multi-domain pretraining of the foundation model (``triscale pretrain --config configs/pretrain/<name>.yaml``).
+
+The loop runs under HF accelerate (one CPU process here; ``accelerate launch`` for several GPUs), fits per-domain
+reference energies by least squares before training, minimises a weighted energy/force/stress/dipole loss, keeps an
+exponential moving average (EMA) of the weights, and checkpoints every N steps so that a killed run resumes with
+nothing lost. The EMA weights are exported with ``save_pretrained`` at the end, with held-out metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from triscale.foundation import keys as K
+from triscale.foundation.config import FoundationConfig
+from triscale.foundation.model import FoundationModel
+from triscale.foundation.training import (
+    batches,
+    evaluate,
+    fit_reference_energies,
+    force_rms,
+    losses_and_errors,
+    mean_num_neighbors,
+    record_to_graph,
+)
+
+
+class LossWeights(BaseModel):
+    """Weights of the squared errors: energy per atom (eV), forces (eV/Å), stress (eV/Å³), dipole (e·Å)."""
+
+    model_config = ConfigDict(extra="forbid")
+    energy: float = Field(10.0, ge=0)
+    forces: float = Field(1.0, ge=0)
+    stress: float = Field(1000.0, ge=0)
+    dipole: float = Field(1.0, ge=0)
+
+
+class PretrainRecipe(BaseModel):
+    """A pretraining recipe, read from YAML (``configs/pretrain/*.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: list[str] = Field(description="extxyz files/dirs/globs, ASE dbs or saved HF datasets")
+    out_dir: str = "runs/pretrain"
+    model: dict[str, Any] = Field(default_factory=dict, description="FoundationConfig keyword arguments")
+    loss_weights: dict[str, LossWeights] = Field(default_factory=dict, description="per domain")
+    batch_size: int = Field(16, ge=1)
+    max_steps: int = Field(10_000, ge=1)
+    max_minutes: float | None = Field(None, gt=0, description="stop (and export) after this wall time")
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.02, gt=0, le=1)
+    warmup_steps: int = Field(200, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(10.0, gt=0)
+    ema_decay: float = Field(0.995, ge=0, lt=1)
+    eval_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(250, ge=1)
+    max_eval_structures: int = Field(400, ge=1)
+    seed: int = 0
+    num_threads: int = Field(1, ge=1)
+    limit_train: int | None = Field(None, ge=1, description="use only this many training structures")
+
+
+def load_recipe(path: str | Path) -> PretrainRecipe:
+    with open(path) as fh:
+        return PretrainRecipe(**yaml.safe_load(fh))
+
+
+def _load_graphs(recipe: PretrainRecipe, domains: list[str], cutoff: float):
+    """Labelled graphs per split from the recipe's data sources."""
+    from triscale.foundation.datasets import load_structure_dataset
+
+    splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for source in recipe.data:
+        dataset = load_structure_dataset(source)
+        for record in dataset:
+            domain = record.get("domain") or "molecule"
+            if domain not in domains:
+                raise ValueError(f"{source}: domain {domain!r} is not one of the model's domains {domains}")
+            split = record.get("split") or "train"
+            splits.setdefault(split, []).append(record_to_graph(record, cutoff, domains.index(domain)))
+    if recipe.limit_train is not None:
+        rng = np.random.default_rng(recipe.seed)
+        keep = rng.permutation(len(splits["train"]))[: recipe.limit_train]
+        splits["train"] = [splits["train"][i] for i in sorted(keep)]
+    if not splits["train"]:
+        raise ValueError("the recipe's data has no training structures")
+    return splits
+
+
+def _fit_statistics(model: FoundationModel, train: list[dict]) -> dict[str, Any]:
+    """E0 per domain by least squares, energy scale from force RMS; elements and neighbour count into config."""
+    cfg = model.config
+    stats: dict[str, Any] = {}
+    for d, name in enumerate(cfg.domains):
+        subset = [g for g in train if int(g[K.DOMAIN][0]) == d]
+        if not subset:
+            continue
+        e0, residual = fit_reference_energies(subset, cfg.max_atomic_number)
+        scale = force_rms(subset)
+        model.atomic_energies[d] = torch.as_tensor(e0)
+        model.energy_scale[d] = scale
+        stats[name] = {"n_train": len(subset), "e0_residual_rms_eV_per_atom": residual, "force_rms_eV_per_A": scale}
+    elements = sorted({int(z) for g in train for z in g[K.ATOMIC_NUMBERS].tolist()})
+    cfg.elements = elements
+    cfg.avg_num_neighbors = mean_num_neighbors(train)
+    stats["elements"] = elements
+    stats["avg_num_neighbors"] = cfg.avg_num_neighbors
+    return stats
+
+
+def _lr_lambda(recipe: PretrainRecipe):
+    def schedule(step: int) -> float:
+        if step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        progress = min(1.0, (step - recipe.warmup_steps) / max(1, recipe.max_steps - recipe.warmup_steps))
+        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return schedule
+
+
+def _weighted_loss(out, batch, weights: dict[int, LossWeights], n_domains: int) -> tuple[torch.Tensor, dict]:
+    """Sum over domains present in the batch of weighted MSEs (each domain's errors averaged separately)."""
+    total = torch.zeros((), dtype=torch.float64)
+    logs: dict[str, float] = {}
+    graph_domain = batch[K.DOMAIN]
+    atom_domain = graph_domain[batch[K.BATCH]]
+    for d in range(n_domains):
+        gmask = graph_domain == d
+        if not bool(gmask.any()):
+            continue
+        amask = atom_domain == d
+        sub_out = {
+            K.ENERGY: out[K.ENERGY][gmask],
+            K.FORCES: out[K.FORCES][amask],
+        }
+        sub_batch = {
+            K.NUM_ATOMS: batch[K.NUM_ATOMS][gmask],
+            K.REF_ENERGY: batch[K.REF_ENERGY][gmask],
+            K.REF_FORCES: batch[K.REF_FORCES][amask],
+            K.REF_STRESS: batch[K.REF_STRESS][gmask],
+            K.REF_DIPOLE: batch[K.REF_DIPOLE][gmask],
+        }
+        if K.STRESS in out:
+            sub_out[K.STRESS] = out[K.STRESS][gmask]
+        if K.DIPOLE in out:
+            sub_out[K.DIPOLE] = out[K.DIPOLE][gmask]
+        errors = losses_and_errors(sub_out, sub_batch)
+        w = weights[d]
+        for kind in ("energy", "forces", "stress", "dipole"):
+            if f"mse_{kind}" in errors and int(errors[f"n_{kind}"]) > 0:
+                total = total + getattr(w, kind) * errors[f"mse_{kind}"]
+                logs[f"d{d}_mae_{kind}"] = float(errors[f"mae_{kind}"])
+    return total, logs
+
+
+def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
+    """Run (or resume) a pretraining recipe; returns the directory of the exported EMA model."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from rich.console import Console
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    console = Console(stderr=True)
+    torch.set_num_threads(recipe.num_threads)
+    out_dir = Path(recipe.out_dir)
+    state_dir = out_dir / "state"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # Seeds torch/numpy/random for this training process only (a CLI entry point, not library import).
+    set_seed(recipe.seed)
+
+    config = FoundationConfig(**recipe.model)
+    model = FoundationModel(config)
+    t0 = time.perf_counter()
+    splits = _load_graphs(recipe, config.domains, config.cutoff)
+    console.print(
+        f"[bold]data[/]: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + f" ({time.perf_counter() - t0:.0f} s)"
+    )
+    stats_path = out_dir / "statistics.json"
+    if resume and stats_path.exists():
+        stats = json.loads(stats_path.read_text())
+    else:
+        stats = _fit_statistics(model, splits["train"])
+        stats["atomic_energies"] = model.atomic_energies.tolist()
+        stats["energy_scale"] = model.energy_scale.tolist()
+        stats_path.write_text(json.dumps(stats, indent=1))
+    config.elements = stats["elements"]
+    config.avg_num_neighbors = stats["avg_num_neighbors"]
+    model.atomic_energies.copy_(torch.tensor(stats["atomic_energies"], dtype=torch.float64))
+    model.energy_scale.copy_(torch.tensor(stats["energy_scale"], dtype=torch.float64))
+
+    weights = {d: recipe.loss_weights.get(name, LossWeights()) for d, name in enumerate(config.domains)}
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=recipe.weight_decay, amsgrad=True
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(recipe))
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    accelerator.register_for_checkpointing(ema)
+
+    step = 0
+    progress_path = out_dir / "progress.json"
+    if resume and state_dir.exists() and progress_path.exists():
+        accelerator.load_state(str(state_dir))
+        step = json.loads(progress_path.read_text())["step"]
+        console.print(f"[bold]resumed[/] at step {step}")
+
+    generator = torch.Generator().manual_seed(recipe.seed + step)
+    metrics_log = open(out_dir / "metrics.jsonl", "a")
+    val = splits.get("val", [])[: recipe.max_eval_structures]
+    start = time.perf_counter()
+    epoch_iter = iter(())
+    model.train()
+    stop_reason = "max_steps"
+    last_log = time.perf_counter()
+    while step < recipe.max_steps:
+        if recipe.max_minutes is not None and (time.perf_counter() - start) / 60 > recipe.max_minutes:
+            stop_reason = "max_minutes"
+            break
+        try:
+            batch = next(epoch_iter)
+        except StopIteration:
+            epoch_iter = batches(splits["train"], recipe.batch_size, generator, shuffle=True)
+            batch = next(epoch_iter)
+        batch = {k: (v.float() if v.is_floating_point() and not k.startswith("REF_") else v) for k, v in batch.items()}
+        has_stress = bool(torch.isfinite(batch[K.REF_STRESS]).any())
+        out = model(batch, compute_forces=True, compute_stress=has_stress, create_graph=True)
+        loss, logs = _weighted_loss(out, batch, weights, len(config.domains))
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        ema.update_parameters(accelerator.unwrap_model(model))
+        step += 1
+        if time.perf_counter() - last_log > 30 or step == 1:
+            last_log = time.perf_counter()
+            rate = step / max(time.perf_counter() - start, 1e-9)
+            console.print(
+                f"step {step:6d} loss {float(loss):.4g} lr {scheduler.get_last_lr()[0]:.2e} "
+                + " ".join(f"{k} {v:.3g}" for k, v in sorted(logs.items()))
+                + f" ({rate:.2f} it/s)"
+            )
+            metrics_log.write(json.dumps({"step": step, "loss": float(loss), **logs}) + "\n")
+            metrics_log.flush()
+        if step % recipe.eval_every == 0 and val:
+            metrics = {"step": step, **{f"val_{k}": v for k, v in evaluate(ema.module, val).items()}}
+            console.print(f"[green]eval[/] {metrics}")
+            metrics_log.write(json.dumps(metrics) + "\n")
+            metrics_log.flush()
+        if step % recipe.checkpoint_every == 0:
+            _checkpoint(accelerator, state_dir, progress_path, step)
+    _checkpoint(accelerator, state_dir, progress_path, step)
+    metrics_log.close()
+
+    final_dir = out_dir / "final"
+    final = ema.module
+    final.config.pretraining = {
+        "steps": step,
+        "stop_reason": stop_reason,
+        "recipe": recipe.model_dump(),
+        "statistics": {k: v for k, v in stats.items() if k not in ("atomic_energies", "energy_scale")},
+    }
+    final.save_pretrained(str(final_dir))
+    test_metrics = _split_metrics(final, splits)
+    (out_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))
+    console.print(f"[bold]held-out metrics[/]: {json.dumps(test_metrics, indent=1)}")
+    plot_learning_curve(out_dir / "metrics.jsonl", out_dir / "learning_curve.png")
+    return final_dir
+
+
+def _checkpoint(accelerator, state_dir: Path, progress_path: Path, step: int) -> None:
+    # Write the state first, then the step counter (atomically): a kill in between resumes from the older step
+    # with newer weights at worst, never from a half-written state.
+    accelerator.save_state(str(state_dir))
+    tmp = progress_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"step": step}))
+    os.replace(tmp, progress_path)
+
+
+def _split_metrics(model, splits) -> dict[str, dict[str, float]]:
+    model = model.eval()
+    result = {}
+    for split in ("val", "test"):
+        for d, name in enumerate(model.config.domains):
+            subset = [g for g in splits.get(split, []) if int(g[K.DOMAIN][0]) == d]
+            if subset:
+                result[f"{split}/{name}"] = {"n_structures": len(subset), **evaluate(model, subset)}
+    return result
+
+
+def plot_learning_curve(metrics_path: Path, png_path: Path) -> None:
+    """Training MAEs and validation MAEs against step, one panel per label kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    kinds = ["energy", "forces", "stress", "dipole"]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    for ax, kind in zip(axes, kinds):
+        for key in sorted({k for r in rows for k in r if k.endswith(f"mae_{kind}") or f"{kind}_mae" in k}):
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, label=key, marker="." if key.startswith("val") else None)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(kind)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
