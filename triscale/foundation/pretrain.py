@@ -255,6 +255,8 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
         if step % recipe.eval_every == 0 and val:
             metrics = {"step": step, **{f"val_{k}": v for k, v in evaluate(ema.module, val).items()}}
             console.print(f"[green]eval[/] {metrics}")
+            # a usable snapshot while training continues (fine-tuning and tools can try it early)
+            ema.module.save_pretrained(str(out_dir / "latest"))
             metrics_log.write(json.dumps(metrics) + "\n")
             metrics_log.flush()
         if step % recipe.checkpoint_every == 0:

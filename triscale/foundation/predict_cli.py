@@ -1,0 +1,73 @@
+"""``triscale predict``: energies, forces and stress of structure files with the foundation model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def run_predict(
+    files: list[Path],
+    model: str = "triscale-base",
+    domain: str | None = None,
+    adapters: list[str] | None = None,
+    dtype: str = "float32",
+    as_json: bool = False,
+) -> list[dict]:
+    from ase.io import read
+    from rich.console import Console
+    from rich.table import Table
+
+    import triscale
+
+    calc = triscale.calculator(model, domain=domain, adapters=adapters, dtype=dtype)
+    rows = []
+    for path in files:
+        if not Path(path).is_file():
+            raise SystemExit(f"error: no such file: {path}")
+        try:
+            frames = read(str(path), index=":")
+        except Exception as err:  # ASE raises many types for malformed files
+            raise SystemExit(f"error: cannot read {path}: {err}") from None
+        results = calc.predict(frames)
+        for index, (atoms, res) in enumerate(zip(frames, results)):
+            forces = np.asarray(res["forces"])
+            row = {
+                "file": str(path),
+                "frame": index,
+                "formula": atoms.get_chemical_formula(),
+                "n_atoms": len(atoms),
+                "domain": calc.domain_of(atoms),
+                "energy_eV": res["energy"],
+                "energy_per_atom_eV": res["energy"] / len(atoms),
+                "max_force_eV_per_A": float(np.linalg.norm(forces, axis=1).max()),
+            }
+            if "stress" in res:
+                row["stress_eV_per_A3"] = [float(x) for x in res["stress"]]
+            if "dipole" in res:
+                row["dipole_eA"] = [float(x) for x in res["dipole"]]
+            if "energy_std" in res:
+                row["energy_std_eV"] = res["energy_std"]
+            rows.append(row)
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return rows
+    table = Table(title=f"TriScale predictions ({model}, {dtype})")
+    for col in ("file", "frame", "formula", "domain", "energy (eV)", "E/atom (eV)", "max |F| (eV/Å)", "extra"):
+        table.add_column(col)
+    for r in rows:
+        extra = []
+        if "energy_std_eV" in r:
+            extra.append(f"σE={r['energy_std_eV']:.3f} eV")
+        if "dipole_eA" in r:
+            extra.append(f"|μ|={np.linalg.norm(r['dipole_eA']):.3f} e·Å")
+        if "stress_eV_per_A3" in r:
+            extra.append(f"p={-np.mean(r['stress_eV_per_A3'][:3]) * 160.21766:.2f} GPa")
+        table.add_row(
+            Path(r["file"]).name, str(r["frame"]), r["formula"], r["domain"], f"{r['energy_eV']:.4f}",
+            f"{r['energy_per_atom_eV']:.4f}", f"{r['max_force_eV_per_A']:.4f}", ", ".join(extra),
+        )
+    Console().print(table)
+    return rows
