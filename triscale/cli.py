@@ -39,5 +39,24 @@ def predict(
     run_predict(files, model=model, domain=domain, adapters=adapter, dtype=dtype, as_json=json_out)
 
 
+@app.command()
+def pretrain(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pretraining recipe (configs/pretrain/*.yaml).")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Override the recipe's out_dir.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Override the recipe's max_steps.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop and export after this wall time.")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint in out_dir.")] = False,
+) -> None:
+    """Pretrain the foundation model from a YAML recipe; resumes from its checkpoint unless --fresh."""
+    from triscale.foundation.pretrain import load_recipe
+    from triscale.foundation.pretrain import pretrain as run
+
+    recipe = load_recipe(config)
+    updates = {"out_dir": str(out_dir) if out_dir else None, "max_steps": max_steps, "max_minutes": max_minutes}
+    recipe = recipe.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    final = run(recipe, resume=not fresh)
+    typer.echo(f"exported {final}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
