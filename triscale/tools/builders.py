@@ -1,0 +1,606 @@
+"""Structure tools: builders (molecules, crystals, surfaces, defects), import/export and store queries.
+
+These are cheap and run in the caller's process.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+from ase import Atoms
+from pydantic import AliasChoices, Field
+
+from triscale.tools.errors import ToolInputError, ToolLimitError
+from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
+from triscale.tools.validation import check_symbol, summarize, validate_atoms
+
+__all__ = ["molecule_from_text", "molecule_from_smiles", "StructureResult"]
+
+MAX_BUILD_ATOMS = 20000
+
+# Common names that are not (or not obviously) in ASE's g2 set: name -> g2 key or SMILES.
+_EXTRA_NAMES: dict[str, str] = {
+    "hydrogen": "H2",
+    "dihydrogen": "H2",
+    "oxygen": "O2",
+    "dioxygen": "O2",
+    "nitrogen": "N2",
+    "dinitrogen": "N2",
+    "chlorine": "Cl2",
+    "fluorine": "F2",
+    "ozone": "O3",
+    "nitrous oxide": "N2O",
+    "nitrogen dioxide": "NO2",
+    "nitric oxide": "NO",
+    "butane": "trans-butane",
+    "ethene": "C2H4",
+    "ethyne": "C2H2",
+    "dmso": "C2H6SO",
+    "isopropanol": "C2H6CHOH",
+    "hydrogen sulphide": "SH2",
+    "formic acid": "HCOOH",
+    "acetic acid": "CH3COOH",
+    "dimethyl ether": "CH3OCH3",
+    "toluene": "smiles:Cc1ccccc1",
+    "phenol": "smiles:Oc1ccccc1",
+    "aniline": "smiles:Nc1ccccc1",
+    "aspirin": "smiles:CC(=O)Oc1ccccc1C(=O)O",
+    "caffeine": "smiles:Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+    "glycine": "smiles:NCC(=O)O",
+    "alanine": "smiles:C[C@@H](C(=O)O)N",
+    "urea": "smiles:NC(N)=O",
+    "ethylene glycol": "smiles:OCCO",
+    "cyclohexane": "smiles:C1CCCCC1",
+    "hexane": "smiles:CCCCCC",
+    "pentane": "smiles:CCCCC",
+    "octane": "smiles:CCCCCCCC",
+    "naphthalene": "smiles:c1ccc2ccccc2c1",
+    "glucose": "smiles:OC[C@H]1OC(O)[C@H](O)[C@@H](O)[C@@H]1O",
+    "styrene": "smiles:C=Cc1ccccc1",
+    "pyrazine": "smiles:c1cnccn1",
+    "propanol": "smiles:CCCO",
+    "butanol": "smiles:CCCCO",
+    "tetrahydrofuran": "smiles:C1CCOC1",
+    "thf": "smiles:C1CCOC1",
+    "dmf": "smiles:CN(C)C=O",
+    "acrylonitrile": "H2CCHCN",
+    "vinyl chloride": "H2CCHCl",
+    "methyl formate": "HCOOCH3",
+}
+
+
+@lru_cache(maxsize=1)
+def _g2_names() -> dict[str, str]:
+    from ase.data.g2 import data
+
+    out: dict[str, str] = {}
+    for key, entry in data.items():
+        name = re.split(r" \(|,|\. ", entry.get("description", ""))[0].strip().lower()
+        if name and not name.endswith((" atom", " radical")) and name not in out:
+            out[name] = key
+    return out
+
+
+def molecule_from_smiles(smiles: str, seed: int = 0xF00D) -> Atoms:
+    """3D structure from SMILES: RDKit ETKDGv3 embedding, then a quick MMFF (or UFF) relaxation."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import AllChem, Descriptors
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles.strip()) if smiles.strip() else None
+    if mol is None:
+        raise ToolInputError(
+            f"{smiles!r} is not a valid SMILES string.",
+            hint="Examples: 'CCO' (ethanol), 'c1ccccc1' (benzene), 'O=C=O' (CO2).",
+        )
+    mol = Chem.AddHs(mol)
+    if mol.GetNumAtoms() > 500:
+        raise ToolLimitError(f"The molecule has {mol.GetNumAtoms()} atoms; the builder stops at 500.")
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        params.useRandomCoords = True
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            raise ToolInputError(f"RDKit could not embed {smiles!r} in 3D.")
+    if AllChem.MMFFHasAllMoleculeParams(mol):
+        AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
+    else:
+        AllChem.UFFOptimizeMolecule(mol, maxIters=500)
+    pos = mol.GetConformer().GetPositions()
+    atoms = Atoms([a.GetSymbol() for a in mol.GetAtoms()], positions=pos)
+    atoms.positions -= atoms.get_center_of_mass()
+    atoms.info["charge"] = int(Chem.GetFormalCharge(mol))
+    atoms.info["spin"] = int(Descriptors.NumRadicalElectrons(mol))
+    return atoms
+
+
+def molecule_from_text(text: str) -> tuple[Atoms, str, str]:
+    """Build a molecule from a g2 key ('H2O'), a common name ('water', 'aspirin') or SMILES.
+
+    Returns (atoms, label, source). g2 keys win over SMILES ('CO' is carbon monoxide; write 'smiles:CO' or use
+    the smiles argument for methanol).
+    """
+    from ase.build import molecule
+    from ase.collections import g2
+
+    t = str(text).strip()
+    if not t:
+        raise ToolInputError(
+            "Empty molecule name.", hint="Give a name ('water'), a formula ('H2O') or SMILES."
+        )
+    if t.lower().startswith("smiles:"):
+        return molecule_from_smiles(t[7:]), t[7:], "SMILES"
+    key = None
+    if t in g2.names:
+        key = t
+    else:
+        low = " ".join(t.lower().replace("_", " ").split())
+        target = _EXTRA_NAMES.get(low) or _g2_names().get(low)
+        if target and target.startswith("smiles:"):
+            return molecule_from_smiles(target[7:]), low, "SMILES"
+        key = target
+        if key is None:  # case-insensitive g2 key, e.g. 'h2o'
+            matches = [n for n in g2.names if n.lower() == t.lower()]
+            key = matches[0] if len(matches) == 1 else None
+    if key is not None:
+        atoms = molecule(key)
+        mag = atoms.get_initial_magnetic_moments()
+        atoms.info["spin"] = int(round(abs(float(mag.sum()))))
+        atoms.info["charge"] = 0
+        return atoms, t if t != key else key, "ASE g2"
+    if re.fullmatch(r"[A-Za-z0-9@+\-\[\]\(\)=#$/\\%.:*]+", t):
+        try:
+            return molecule_from_smiles(t), t, "SMILES"
+        except ToolInputError:
+            pass
+    raise ToolInputError(
+        f"{text!r} is not a known molecule name, g2 formula or valid SMILES.",
+        hint="Use a SMILES string (e.g. 'CCO') or a g2 formula (e.g. 'H2O', 'CH4', 'C6H6').",
+    )
+
+
+# --------------------------------------------------------------------------- results
+
+
+class StructureResult(ToolResult):
+    structure_id: str = Field(description="Id of the new (or resolved) structure in the workspace store.")
+    formula: str
+    n_atoms: int
+    periodic: bool
+    label: str | None = None
+    parent_id: str | None = None
+    min_distance_A: float | None = None
+    cell_lengths_A: list[float] | None = None
+    cell_angles_deg: list[float] | None = None
+    volume_A3: float | None = None
+    density_g_per_cm3: float | None = None
+    energy_eV: float | None = None
+    charge_e: int | None = None
+    spin_unpaired: int | None = None
+    file: str | None = Field(None, description="Workspace-relative path of a written file.")
+
+
+def _result(ctx: ToolContext, sid: str, **extra: Any) -> StructureResult:
+    ws = ctx.workspace
+    rec = ws.record(sid)
+    atoms = ws.get(sid)
+    return StructureResult(
+        structure_id=sid,
+        label=rec["label"],
+        parent_id=rec["parent"],
+        energy_eV=rec["energy_eV"],
+        charge_e=rec["charge"],
+        spin_unpaired=rec["spin"],
+        **summarize(atoms),
+        **extra,
+    )
+
+
+def _structure_field(
+    description: str = "Structure id such as 'st3' (a molecule name or SMILES also works).",
+) -> Any:
+    return Field(validation_alias=AliasChoices("structure_id", "structure"), description=description)
+
+
+# --------------------------------------------------------------------------- molecules
+
+
+class BuildMoleculeInput(ToolInput):
+    name: str | None = Field(
+        None, description="Molecule name ('water', 'benzene'), g2 formula ('H2O') or SMILES."
+    )
+    smiles: str | None = Field(
+        None, description="SMILES string (embedded with RDKit ETKDG + MMFF relaxation)."
+    )
+    label: str | None = Field(None, description="Optional label to find the structure by later.")
+
+
+@register(
+    "build_molecule", input=BuildMoleculeInput, result=StructureResult, cost="instant", category="structure"
+)
+def build_molecule(ctx: ToolContext, a: BuildMoleculeInput) -> StructureResult:
+    """Build a 3D molecule from a name, a g2 formula or a SMILES string and store it; returns its id."""
+    if a.smiles:
+        atoms, label, source = molecule_from_smiles(a.smiles), a.smiles, "SMILES"
+    elif a.name:
+        atoms, label, source = molecule_from_text(a.name)
+    else:
+        raise ToolInputError("Give either name or smiles.", hint="e.g. name='water' or smiles='CCO'.")
+    sid = ctx.store(atoms, label=a.label or label)
+    return _result(ctx, sid, notes=[f"source: {source}"])
+
+
+# --------------------------------------------------------------------------- crystals
+
+
+class BuildBulkInput(ToolInput):
+    name: str = Field(description="Element or formula, e.g. 'Cu', 'Si', 'NaCl', 'MgO'.")
+    crystalstructure: (
+        Literal[
+            "sc",
+            "fcc",
+            "bcc",
+            "hcp",
+            "diamond",
+            "zincblende",
+            "rocksalt",
+            "cesiumchloride",
+            "fluorite",
+            "wurtzite",
+        ]
+        | None
+    ) = Field(None, description="Lattice type; default: ASE's reference state of the element.")
+    a_A: float | None = Field(
+        None, gt=0.5, lt=50, description="Lattice constant a in Å; default: ASE reference."
+    )
+    c_A: float | None = Field(None, gt=0.5, lt=80, description="Lattice constant c in Å (hcp, wurtzite).")
+    cubic: bool = Field(False, description="Conventional cubic cell instead of the primitive one.")
+    repeat: tuple[int, int, int] | None = Field(
+        None, description="Optional supercell repetition, e.g. [2,2,2]."
+    )
+    label: str | None = None
+
+
+@register("build_bulk", input=BuildBulkInput, result=StructureResult, cost="instant", category="structure")
+def build_bulk(ctx: ToolContext, a: BuildBulkInput) -> StructureResult:
+    """Build a bulk crystal with ase.build.bulk (reference lattice constant unless a_A is given)."""
+    from ase.build import bulk
+    from ase.symbols import string2symbols
+
+    try:
+        for s in set(string2symbols(a.name)):
+            check_symbol(s)
+    except (ValueError, KeyError):
+        raise ToolInputError(
+            f"Unknown element or formula {a.name!r}.", hint="e.g. 'Cu', 'Si', 'NaCl'."
+        ) from None
+    kw: dict[str, Any] = {"cubic": a.cubic}
+    if a.crystalstructure:
+        kw["crystalstructure"] = a.crystalstructure
+    if a.a_A:
+        kw["a"] = a.a_A
+    if a.c_A:
+        kw["c"] = a.c_A
+    try:
+        atoms = bulk(a.name, **kw)
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
+        raise ToolInputError(
+            f"ase.build.bulk could not build {a.name!r} with {kw}: {e}",
+            hint="Compounds need crystalstructure and a_A (e.g. NaCl rocksalt a_A=5.64); elements without a "
+            "reference state need crystalstructure and a_A.",
+        ) from None
+    if a.repeat:
+        atoms = _repeat(atoms, a.repeat)
+    sid = ctx.store(atoms, label=a.label or f"{a.name} {a.crystalstructure or 'bulk'}")
+    return _result(ctx, sid)
+
+
+def _repeat(atoms: Atoms, rep: tuple[int, int, int]) -> Atoms:
+    if any(r < 1 for r in rep):
+        raise ToolInputError(f"Repetitions must be ≥ 1, got {list(rep)}.")
+    n = len(atoms) * int(np.prod(rep))
+    if n > MAX_BUILD_ATOMS:
+        raise ToolLimitError(f"The supercell would have {n} atoms (limit {MAX_BUILD_ATOMS}).")
+    return atoms.repeat(rep)
+
+
+class SupercellInput(ToolInput):
+    structure_id: str = _structure_field()
+    repeat: tuple[int, int, int] = Field(description="Repetitions along a, b, c, e.g. [2, 2, 2].")
+
+
+@register(
+    "make_supercell", input=SupercellInput, result=StructureResult, cost="instant", category="structure"
+)
+def make_supercell(ctx: ToolContext, a: SupercellInput) -> StructureResult:
+    """Repeat a periodic structure along its cell vectors and store the supercell."""
+    sid, atoms = ctx.structure(a.structure_id)
+    if not atoms.pbc.any():
+        raise ToolInputError(f"{sid} is not periodic; a supercell needs a crystal.")
+    new = ctx.store(
+        _repeat(atoms, a.repeat), parent=sid, label=f"{ctx.workspace.record(sid)['label']} x{a.repeat}"
+    )
+    return _result(ctx, new)
+
+
+class SurfaceInput(ToolInput):
+    structure_id: str = _structure_field(
+        "Bulk structure id, or an element symbol such as 'Pt' to build its bulk."
+    )
+    miller: tuple[int, int, int] = Field((1, 1, 1), description="Miller indices of the surface.")
+    layers: int = Field(4, ge=1, le=30, description="Number of layers.")
+    vacuum_A: float = Field(10.0, ge=0, le=50, description="Vacuum on each side in Å.")
+    repeat: tuple[int, int, int] = Field((1, 1, 1), description="In-plane repetition, e.g. [2,2,1].")
+
+
+@register("build_surface", input=SurfaceInput, result=StructureResult, cost="instant", category="structure")
+def build_surface(ctx: ToolContext, a: SurfaceInput) -> StructureResult:
+    """Cut a surface slab (Miller indices, layers, vacuum) from a bulk structure with ase.build.surface."""
+    from ase.build import bulk, surface
+
+    ref = a.structure_id.strip()
+    ws = ctx.workspace
+    if not ws.has(ref) and not ws.find_label(ref) and re.fullmatch(r"[A-Z][a-z]?", ref):
+        check_symbol(ref)
+        try:
+            sid = ctx.store(bulk(ref, cubic=True), label=f"{ref} bulk")
+        except (ValueError, KeyError, RuntimeError):
+            sid = ctx.store(bulk(ref), label=f"{ref} bulk")
+        atoms = ws.get(sid)
+    else:
+        sid, atoms = ctx.structure(ref)
+    if not atoms.pbc.all():
+        raise ToolInputError(f"{sid} is not a 3D periodic crystal; cut surfaces from a bulk structure.")
+    if a.miller == (0, 0, 0):
+        raise ToolInputError("Miller indices cannot all be zero.")
+    slab = surface(atoms, a.miller, a.layers, vacuum=a.vacuum_A, periodic=True)
+    slab = _repeat(slab, a.repeat)
+    new = ctx.store(
+        slab, parent=sid, label=f"{atoms.get_chemical_formula()} {''.join(map(str, a.miller))} slab"
+    )
+    return _result(ctx, new)
+
+
+class VacancyInput(ToolInput):
+    structure_id: str = _structure_field()
+    index: int | None = Field(None, ge=0, description="Index of the atom to remove.")
+    element: str | None = Field(None, description="Remove the first atom of this element (if no index).")
+
+
+@register("make_vacancy", input=VacancyInput, result=StructureResult, cost="instant", category="structure")
+def make_vacancy(ctx: ToolContext, a: VacancyInput) -> StructureResult:
+    """Remove one atom (by index, or the first of an element) to create a vacancy."""
+    sid, atoms = ctx.structure(a.structure_id)
+    idx = _pick_index(atoms, a.index, a.element)
+    if len(atoms) == 1:
+        raise ToolInputError("Cannot remove the only atom.")
+    sym = atoms[idx].symbol
+    del atoms[idx]
+    new = ctx.store(atoms, parent=sid, label=f"{ctx.workspace.record(sid)['label']} V_{sym}{idx}")
+    return _result(ctx, new)
+
+
+def _pick_index(atoms: Atoms, index: int | None, element: str | None) -> int:
+    if index is not None:
+        if index >= len(atoms):
+            raise ToolInputError(f"Atom index {index} is out of range (structure has {len(atoms)} atoms).")
+        return index
+    if element:
+        sym = check_symbol(element)
+        hits = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == sym]
+        if not hits:
+            raise ToolInputError(f"No {sym} atom in {atoms.get_chemical_formula()}.")
+        return hits[0]
+    raise ToolInputError("Give index or element.")
+
+
+class SubstituteInput(ToolInput):
+    structure_id: str = _structure_field()
+    new_element: str = Field(description="Element to put in.")
+    indices: list[int] | None = Field(None, description="Atom indices to replace.")
+    old_element: str | None = Field(None, description="Replace atoms of this element (if no indices).")
+    count: int = Field(1, ge=1, description="How many old_element atoms to replace (first ones).")
+
+
+@register(
+    "substitute_atoms", input=SubstituteInput, result=StructureResult, cost="instant", category="structure"
+)
+def substitute_atoms(ctx: ToolContext, a: SubstituteInput) -> StructureResult:
+    """Replace atoms (by indices, or the first `count` atoms of old_element) with new_element."""
+    sid, atoms = ctx.structure(a.structure_id)
+    new_sym = check_symbol(a.new_element)
+    if a.indices:
+        idx = a.indices
+        bad = [i for i in idx if i < 0 or i >= len(atoms)]
+        if bad:
+            raise ToolInputError(f"Indices {bad} are out of range (structure has {len(atoms)} atoms).")
+    elif a.old_element:
+        old = check_symbol(a.old_element)
+        hits = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == old]
+        if len(hits) < a.count:
+            raise ToolInputError(f"Only {len(hits)} {old} atoms in {atoms.get_chemical_formula()}.")
+        idx = hits[: a.count]
+    else:
+        raise ToolInputError("Give indices or old_element.")
+    syms = atoms.get_chemical_symbols()
+    for i in idx:
+        syms[i] = new_sym
+    atoms.set_chemical_symbols(syms)
+    new = ctx.store(atoms, parent=sid, label=f"{ctx.workspace.record(sid)['label']} {new_sym}-substituted")
+    return _result(ctx, new)
+
+
+# --------------------------------------------------------------------------- files
+
+_FORMATS = {"extxyz": "extxyz", "xyz": "xyz", "cif": "cif", "poscar": "vasp", "vasp": "vasp", "traj": "traj"}
+
+
+def _guess_format(path: str, fmt: str | None) -> str:
+    if fmt:
+        f = fmt.strip().lower()
+        if f not in _FORMATS:
+            raise ToolInputError(f"Unsupported format {fmt!r}.", hint=f"Use one of {', '.join(_FORMATS)}.")
+        return _FORMATS[f]
+    name = path.lower()
+    if name.endswith((".extxyz",)):
+        return "extxyz"
+    if name.endswith(".xyz"):
+        return "extxyz"
+    if name.endswith(".cif"):
+        return "cif"
+    if name.endswith(".traj"):
+        return "traj"
+    if "poscar" in name or "contcar" in name or name.endswith(".vasp"):
+        return "vasp"
+    raise ToolInputError(
+        f"Cannot tell the format of {path!r}.", hint="Pass format: extxyz, xyz, cif or poscar."
+    )
+
+
+class ImportInput(ToolInput):
+    path: str = Field(description="File inside the workspace (extxyz, xyz, cif, POSCAR, traj).")
+    format: str | None = Field(
+        None, description="extxyz | xyz | cif | poscar | traj; default: from the name."
+    )
+    index: int = Field(-1, description="Frame to read from a multi-frame file (default: last).")
+    label: str | None = None
+
+
+@register("import_structure", input=ImportInput, result=StructureResult, cost="instant", category="structure")
+def import_structure(ctx: ToolContext, a: ImportInput) -> StructureResult:
+    """Read a structure file from the workspace into the store."""
+    import ase.io
+
+    path = ctx.workspace.path(a.path, must_exist=True)
+    fmt = _guess_format(a.path, a.format)
+    try:
+        atoms = ase.io.read(str(path), index=a.index, format=fmt)
+    except Exception as e:  # noqa: BLE001 - every parser error becomes one clear message
+        raise ToolInputError(
+            f"Could not read {a.path!r} as {fmt}: {type(e).__name__}: {str(e)[:200]}",
+            hint="Check the file contents and the format argument.",
+        ) from None
+    if isinstance(atoms, list):  # pragma: no cover
+        atoms = atoms[-1]
+    atoms.calc = None
+    validate_atoms(atoms)
+    sid = ctx.store(atoms, label=a.label or path.name)
+    return _result(ctx, sid)
+
+
+class ExportInput(ToolInput):
+    structure_id: str = _structure_field()
+    path: str = Field(description="Output file inside the workspace, e.g. 'out/relaxed.cif'.")
+    format: str | None = Field(None, description="extxyz | xyz | cif | poscar; default: from the name.")
+
+
+@register("export_structure", input=ExportInput, result=StructureResult, cost="instant", category="structure")
+def export_structure(ctx: ToolContext, a: ExportInput) -> StructureResult:
+    """Write a stored structure to a file inside the workspace."""
+    import ase.io
+
+    sid, atoms = ctx.structure(a.structure_id)
+    path = ctx.workspace.path(a.path)
+    fmt = _guess_format(a.path, a.format)
+    if fmt in ("cif", "vasp") and not atoms.pbc.any():
+        if fmt == "vasp" or atoms.cell.rank < 3:
+            atoms.center(vacuum=5.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row_atoms = ctx.workspace._row(sid).toatoms()  # with the stored energy/forces for extxyz
+    if fmt == "extxyz" and row_atoms.calc is not None:
+        atoms = row_atoms
+    atoms.info.pop("structure_id", None)
+    ase.io.write(str(path), atoms, format=fmt)
+    return _result(ctx, sid, file=ctx.workspace.relpath(path))
+
+
+# --------------------------------------------------------------------------- queries
+
+
+class ListStructuresInput(ToolInput):
+    limit: int = Field(50, ge=1, le=1000, description="Show at most this many (most recent).")
+
+
+class StructureListResult(ToolResult):
+    count: int
+    structures: list[dict[str, Any]] = Field(
+        description="id, formula, n_atoms, label, parent, tool, method, energy_eV for each structure."
+    )
+
+
+@register(
+    "list_structures",
+    input=ListStructuresInput,
+    result=StructureListResult,
+    cost="instant",
+    category="structure",
+)
+def list_structures(ctx: ToolContext, a: ListStructuresInput) -> StructureListResult:
+    """List the structures in the workspace with their lineage (no coordinates)."""
+    recs = ctx.workspace.records()
+    keep = ("id", "formula", "n_atoms", "label", "parent", "tool", "method", "energy_eV")
+    rows = [{k: r[k] for k in keep if r[k] not in (None, "")} for r in recs[-a.limit :]]
+    return StructureListResult(count=len(recs), structures=rows)
+
+
+class StructureInfoInput(ToolInput):
+    structure_id: str = _structure_field()
+
+
+class StructureInfoResult(StructureResult):
+    lineage: list[str] = Field(
+        default_factory=list, description="Ids from this structure back to its origin."
+    )
+    produced_by: str | None = None
+    method: str | None = None
+    element_counts: dict[str, int] = Field(default_factory=dict)
+
+
+@register(
+    "structure_info",
+    input=StructureInfoInput,
+    result=StructureInfoResult,
+    cost="instant",
+    category="structure",
+)
+def structure_info(ctx: ToolContext, a: StructureInfoInput) -> StructureInfoResult:
+    """Summary of one structure: formula, size, cell, shortest distance, energy and lineage."""
+    sid, atoms = ctx.structure(a.structure_id)
+    ws = ctx.workspace
+    rec = ws.record(sid)
+    counts: dict[str, int] = {}
+    for s in atoms.get_chemical_symbols():
+        counts[s] = counts.get(s, 0) + 1
+    base = _result(ctx, sid).model_dump(exclude={"tool", "call_id", "notes"})
+    return StructureInfoResult(
+        **base,
+        lineage=ws.lineage(sid),
+        produced_by=rec["tool"] or None,
+        method=rec["method"],
+        element_counts=counts,
+    )
+
+
+class ListCalculatorsInput(ToolInput):
+    pass
+
+
+class CalculatorListResult(ToolResult):
+    calculators: dict[str, dict[str, Any]]
+
+
+@register(
+    "list_calculators",
+    input=ListCalculatorsInput,
+    result=CalculatorListResult,
+    cost="instant",
+    category="structure",
+)
+def list_calculators(ctx: ToolContext, a: ListCalculatorsInput) -> CalculatorListResult:
+    """The calculators (methods) available here, whether they are installed, and their atom limits."""
+    from triscale.tools.calculators import available_methods
+
+    return CalculatorListResult(calculators=available_methods())

@@ -1,0 +1,221 @@
+"""Jobs for long work: submit → id → status → result → cancel.
+
+A job runs one registry tool on a background thread of the calling process; the tool's heavy part runs in a
+worker process (so cancelling kills the worker). Job records are written to ``<workspace>/jobs/<id>.json`` at
+every transition, so the status and result of finished jobs survive the process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from pydantic import Field
+
+from triscale.tools.errors import ToolError, ToolInputError
+from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
+from triscale.tools.worker import CancelToken
+
+__all__ = ["JobManager"]
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class JobManager:
+    """Runs tools as background jobs in one workspace (``max_concurrent`` at a time; the machine is small)."""
+
+    def __init__(self, workspace, max_concurrent: int = 1):
+        self.workspace = workspace
+        self.dir = workspace.root / "jobs"
+        self.dir.mkdir(exist_ok=True)
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="triscale-job")
+        self._lock = threading.Lock()
+        self._tokens: dict[str, CancelToken] = {}
+        self._futures: dict[str, Any] = {}
+
+    def _path(self, job_id: str):
+        return self.dir / f"{job_id}.json"
+
+    def _write(self, rec: dict[str, Any]) -> None:
+        tmp = self._path(rec["job_id"]).with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, default=str, indent=1))
+        tmp.replace(self._path(rec["job_id"]))
+
+    def _read(self, job_id: str) -> dict[str, Any]:
+        p = self._path(str(job_id).strip())
+        if not str(job_id).strip().startswith("job") or not p.exists():
+            known = sorted((q.stem for q in self.dir.glob("job*.json")), key=lambda s: int(s[3:] or 0))
+            raise ToolInputError(
+                f"Unknown job {job_id!r}.", hint=f"Known jobs: {', '.join(known[-20:]) or 'none'}."
+            )
+        return json.loads(p.read_text())
+
+    def submit(self, tool: str, args: dict[str, Any] | None = None, timeout_s: float | None = None) -> str:
+        """Validate the call now (so argument errors surface immediately) and queue it. Returns the job id."""
+        from triscale.tools.registry import format_validation_error, get_tool
+
+        t = get_tool(tool)
+        from pydantic import ValidationError
+
+        try:
+            t.input_model.model_validate(args or {})
+        except ValidationError as e:
+            raise ToolInputError(format_validation_error(e, t.input_model, tool)) from None
+        if t.name in ("submit_job", "job_status", "job_result", "cancel_job", "list_jobs"):
+            raise ToolInputError("Jobs cannot run job tools.")
+        with self._lock:
+            n = 1 + max(
+                (int(p.stem[3:]) for p in self.dir.glob("job*.json") if p.stem[3:].isdigit()), default=0
+            )
+            job_id = f"job{n}"
+            rec = {
+                "job_id": job_id,
+                "tool": tool,
+                "args": args or {},
+                "status": "queued",
+                "submitted": time.time(),
+                "started": None,
+                "finished": None,
+                "result": None,
+                "error": None,
+                "timeout_s": timeout_s,
+            }
+            self._write(rec)
+            token = CancelToken()
+            self._tokens[job_id] = token
+            self._futures[job_id] = self._pool.submit(self._run, job_id, token)
+        return job_id
+
+    def _run(self, job_id: str, token: CancelToken) -> None:
+        from triscale.tools.registry import call_tool
+
+        rec = self._read(job_id)
+        if token.cancelled:
+            return
+        rec.update(status="running", started=time.time())
+        self._write(rec)
+        try:
+            result = call_tool(
+                rec["tool"], rec["args"], self.workspace, timeout_s=rec.get("timeout_s"), cancel=token
+            )
+            rec.update(status="done", result=result.model_dump(mode="json"))
+        except ToolError as e:
+            rec.update(status="cancelled" if token.cancelled else "failed", error=str(e))
+        except Exception as e:  # noqa: BLE001 - a job never takes the process down
+            rec.update(status="failed", error=f"{type(e).__name__}: {e}")
+        rec["finished"] = time.time()
+        self._write(rec)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        rec = self._read(job_id)
+        out = {k: rec[k] for k in ("job_id", "tool", "status", "error")}
+        now = time.time()
+        if rec.get("started"):
+            out["elapsed_s"] = round((rec.get("finished") or now) - rec["started"], 3)
+        return out
+
+    def result(self, job_id: str, wait_s: float = 0.0) -> dict[str, Any]:
+        """The job record; waits up to ``wait_s`` seconds for it to finish."""
+        t0 = time.monotonic()
+        while True:
+            rec = self._read(job_id)
+            if rec["status"] in ("done", "failed", "cancelled") or time.monotonic() - t0 >= wait_s:
+                return rec
+            time.sleep(0.1)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        rec = self._read(job_id)
+        if rec["status"] in ("done", "failed", "cancelled"):
+            return self.status(job_id)
+        token = self._tokens.get(job_id)
+        if token is None:  # a job of an earlier process that never finished
+            rec.update(status="cancelled", finished=time.time(), error="cancelled (orphaned job)")
+            self._write(rec)
+            return self.status(job_id)
+        token.cancel()
+        fut = self._futures.get(job_id)
+        if fut is not None and fut.cancel():  # still queued
+            rec.update(status="cancelled", finished=time.time(), error="cancelled before it started")
+            self._write(rec)
+        else:
+            self.result(job_id, wait_s=10.0)
+        return self.status(job_id)
+
+    def list(self) -> list[dict[str, Any]]:
+        ids = sorted((p.stem for p in self.dir.glob("job*.json")), key=lambda s: int(s[3:] or 0))
+        return [self.status(i) for i in ids]
+
+    def shutdown(self) -> None:
+        for t in self._tokens.values():
+            t.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- job tools
+
+
+class SubmitJobInput(ToolInput):
+    tool: str = Field(description="Name of the tool to run as a job, e.g. 'molecular_dynamics'.")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="That tool's arguments.")
+    timeout_s: float | None = Field(
+        None, gt=0, le=86400, description="Wall-time limit (default: the tool's)."
+    )
+
+
+class JobIdInput(ToolInput):
+    job_id: str = Field(description="Job id such as 'job3'.")
+
+
+class JobResultInput(JobIdInput):
+    wait_s: float = Field(0.0, ge=0, le=600, description="Wait up to this long for the job to finish.")
+
+
+class JobStatusResult(ToolResult):
+    job_id: str
+    job_tool: str
+    status: str
+    elapsed_s: float | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+
+def _status_result(d: dict[str, Any], result: dict[str, Any] | None = None) -> JobStatusResult:
+    return JobStatusResult(
+        job_id=d["job_id"],
+        job_tool=d["tool"],
+        status=d["status"],
+        error=d.get("error"),
+        elapsed_s=d.get("elapsed_s"),
+        result=result,
+    )
+
+
+@register("submit_job", input=SubmitJobInput, result=JobStatusResult, cost="instant", category="jobs")
+def submit_job(ctx: ToolContext, a: SubmitJobInput) -> JobStatusResult:
+    """Run another tool in the background; returns a job id to poll with job_status / job_result."""
+    jm = ctx.workspace.jobs
+    job_id = jm.submit(a.tool, a.arguments, timeout_s=a.timeout_s)
+    return _status_result(jm.status(job_id))
+
+
+@register("job_status", input=JobIdInput, result=JobStatusResult, cost="instant", category="jobs")
+def job_status(ctx: ToolContext, a: JobIdInput) -> JobStatusResult:
+    """Status of a job: queued, running, done, failed or cancelled."""
+    return _status_result(ctx.workspace.jobs.status(a.job_id))
+
+
+@register("job_result", input=JobResultInput, result=JobStatusResult, cost="instant", category="jobs")
+def job_result(ctx: ToolContext, a: JobResultInput) -> JobStatusResult:
+    """The result of a finished job (optionally waiting up to wait_s seconds)."""
+    jm = ctx.workspace.jobs
+    rec = jm.result(a.job_id, wait_s=a.wait_s)
+    return _status_result(jm.status(a.job_id), rec.get("result"))
+
+
+@register("cancel_job", input=JobIdInput, result=JobStatusResult, cost="instant", category="jobs")
+def cancel_job(ctx: ToolContext, a: JobIdInput) -> JobStatusResult:
+    """Cancel a queued or running job (its worker process is killed)."""
+    return _status_result(ctx.workspace.jobs.cancel(a.job_id))

@@ -1,0 +1,152 @@
+"""Run a calculation in a separate process with a wall-time limit.
+
+A hung SCF, a segfault in a compiled library or a runaway MD run is killed and becomes a
+:class:`~triscale.tools.errors.ToolTimeoutError` / :class:`~triscale.tools.errors.CalculationError` in the
+caller, which keeps running. Workers fork from a ``forkserver`` started once and preloaded with ASE and NumPy,
+so each call costs tens of milliseconds rather than a fresh interpreter, and forking never copies the
+caller's threads (MCP server, job threads) into the child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from triscale.tools.errors import CalculationError, ToolError, ToolTimeoutError
+
+__all__ = ["run_in_worker", "CancelToken"]
+
+_PRELOAD = [
+    "numpy",
+    "scipy.spatial",
+    "ase",
+    "ase.io",
+    "ase.optimize",
+    "ase.md",
+    "ase.calculators.emt",
+    "triscale.tools.compute",
+]
+_ctx_lock = threading.Lock()
+_ctx: Any = None
+
+
+def _context():
+    global _ctx
+    with _ctx_lock:
+        if _ctx is None:
+            method = os.environ.get("TRISCALE_WORKER_START", "forkserver")
+            if method not in mp.get_all_start_methods():
+                method = "spawn"
+            ctx = mp.get_context(method)
+            if method == "forkserver":
+                ctx.set_forkserver_preload(_PRELOAD)
+            _ctx = ctx
+        return _ctx
+
+
+class CancelToken:
+    """Set from another thread to kill the running worker."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+def _child(conn, fn, args, kwargs) -> None:
+    # stdout may be an MCP stdio channel in the parent: send every library print to stderr instead.
+    try:
+        os.dup2(2, 1)
+    except OSError:  # pragma: no cover
+        pass
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        result = fn(*args, **kwargs)
+        conn.send(("ok", result))
+    except ToolError as e:
+        conn.send(("tool_error", (type(e).__name__, e.message, e.hint)))
+    except BaseException as e:  # noqa: BLE001 - everything must reach the caller as a message
+        tb = traceback.format_exception(type(e), e, e.__traceback__)
+        conn.send(("error", (type(e).__name__, str(e), "".join(tb[-3:]))))
+    finally:
+        conn.close()
+
+
+def run_in_worker(
+    fn: Callable[..., Any],
+    *args: Any,
+    timeout_s: float | None = 600.0,
+    cancel: CancelToken | None = None,
+    label: str = "calculation",
+    **kwargs: Any,
+) -> Any:
+    """Call ``fn(*args, **kwargs)`` in a worker process and return its result.
+
+    ``fn`` must be importable by name (a module-level function) and its arguments and result picklable.
+    Raises ToolTimeoutError past ``timeout_s``, CalculationError if the worker fails or dies, and re-raises a
+    ToolError raised in the worker as the same class.
+    """
+    from triscale.tools import errors as _errors
+
+    ctx = _context()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
+    proc.start()
+    send.close()
+    t0 = time.monotonic()
+    msg = None
+    try:
+        while True:
+            if cancel is not None and cancel.cancelled:
+                raise CalculationError(f"The {label} was cancelled.")
+            remaining = None if timeout_s is None else timeout_s - (time.monotonic() - t0)
+            if remaining is not None and remaining <= 0:
+                raise ToolTimeoutError(
+                    f"The {label} exceeded its wall-time limit of {timeout_s:g} s and was stopped.",
+                    hint="Use a cheaper method, a smaller structure or fewer steps, or submit it as a job "
+                    "with a longer limit.",
+                )
+            wait = 0.2 if remaining is None else min(0.2, max(remaining, 0.0))
+            if recv.poll(wait):
+                try:
+                    msg = recv.recv()
+                except EOFError:
+                    msg = None
+                break
+            if not proc.is_alive() and not recv.poll(0):
+                break
+    finally:
+        if proc.is_alive():
+            if msg is None:
+                proc.kill()
+            proc.join(5)
+            if proc.is_alive():  # pragma: no cover
+                proc.kill()
+        proc.join(1)
+        recv.close()
+    if msg is None:
+        code = proc.exitcode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        raise CalculationError(
+            f"The {label} crashed (worker process ended with {how}) without a result.",
+            hint="Try another method or a different starting structure.",
+        )
+    kind, payload = msg
+    if kind == "ok":
+        return payload
+    if kind == "tool_error":
+        name, message, hint = payload
+        cls = getattr(_errors, name, ToolError)
+        raise cls(message, hint=hint)
+    name, message, tail = payload
+    raise CalculationError(f"The {label} failed: {name}: {message}")

@@ -1,0 +1,273 @@
+"""The run workspace: a directory with a structure store (an ASE database) and the files tools write.
+
+Structures are addressed by short stable ids (``st1``, ``st2``, ... — the database row id, never reused) and
+carry their lineage: the parent structure, the tool call that produced them, the calculator and the energy.
+Coordinates stay in the store; tool results only carry ids and summaries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from triscale.tools.errors import ToolInputError
+
+__all__ = ["Workspace", "StructureRecord"]
+
+_ID_RE = re.compile(r"^\s*(?:st|#)?\s*(\d+)\s*$", re.IGNORECASE)
+_STRICT_ID_RE = re.compile(r"^st\d+$")
+
+
+class StructureRecord(dict):
+    """One row of the store as a plain dict: id, formula, n_atoms, label, parent, tool, call_id, method,
+    energy_eV, pbc, charge, spin."""
+
+
+def _row_to_record(row) -> StructureRecord:
+    kv = row.key_value_pairs
+    energy = row.get("energy")
+    return StructureRecord(
+        id=f"st{row.id}",
+        formula=row.formula,
+        n_atoms=row.natoms,
+        label=kv.get("label", ""),
+        parent=kv.get("parent", "") or None,
+        tool=kv.get("tool", ""),
+        call_id=kv.get("call_id", ""),
+        method=kv.get("method", "") or None,
+        energy_eV=None if energy is None else float(energy),
+        pbc=bool(np.any(row.pbc)),
+        charge=int(kv.get("net_charge", 0)),
+        spin=int(kv.get("n_unpaired", 0)),
+    )
+
+
+class Workspace:
+    """A directory holding ``structures.db`` (ASE SQLite database), ``calls.jsonl`` and tool output files.
+
+    Parameters
+    ----------
+    root:
+        The workspace directory (created if missing). All file arguments of tools resolve inside it.
+    isolate:
+        Run heavy calculations in a worker process with a wall-time limit (default). ``False`` runs them in
+        this process (no timeout; for debugging).
+    timeout_s:
+        Override the registry's per-tool wall-time limit for every call in this workspace.
+    """
+
+    def __init__(
+        self, root: str | Path = "workspace", *, isolate: bool = True, timeout_s: float | None = None
+    ):
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.isolate = isolate
+        self.timeout_s = timeout_s
+        self.db_path = self.root / "structures.db"
+        self._lock = threading.RLock()
+        self._jobs = None
+        self._counter = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ store
+    def _db(self):
+        import ase.db
+
+        return ase.db.connect(str(self.db_path), type="db", append=True)
+
+    def add(
+        self,
+        atoms: Atoms,
+        *,
+        label: str = "",
+        parent: str | None = None,
+        tool: str = "",
+        call_id: str = "",
+        method: str | None = None,
+        energy_eV: float | None = None,
+        forces: np.ndarray | None = None,
+        stress: np.ndarray | None = None,
+        charge: int | None = None,
+        spin: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> str:
+        """Store a structure with its lineage and return its id (``stN``)."""
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        from triscale.tools.validation import validate_atoms
+
+        validate_atoms(atoms)
+        atoms = atoms.copy()
+        atoms.calc = None
+        if energy_eV is not None:
+            results: dict[str, Any] = {"energy": float(energy_eV)}
+            if forces is not None:
+                results["forces"] = np.asarray(forces, dtype=float)
+            if stress is not None:
+                results["stress"] = np.asarray(stress, dtype=float)
+            atoms.calc = SinglePointCalculator(atoms, **results)
+        if charge is None:
+            charge = int(atoms.info.get("charge", 0))
+        if spin is None:
+            spin = int(
+                atoms.info.get("spin", round(abs(float(np.sum(atoms.get_initial_magnetic_moments())))))
+            )
+        kv: dict[str, Any] = {
+            "label": label or atoms.get_chemical_formula(),
+            "parent": parent or "",
+            "tool": tool,
+            "call_id": call_id,
+            "method": method or "",
+            "net_charge": int(charge),
+            "n_unpaired": int(spin),
+        }
+        with self._lock:
+            row_id = self._db().write(atoms, key_value_pairs=kv, data=data or {})
+        return f"st{row_id}"
+
+    def _row(self, structure_id: str):
+        m = _ID_RE.match(str(structure_id))
+        if not m:
+            raise self.unknown_structure(structure_id)
+        with self._lock:
+            try:
+                return self._db().get(id=int(m.group(1)))
+            except KeyError:
+                raise self.unknown_structure(structure_id) from None
+
+    def has(self, structure_id: str) -> bool:
+        try:
+            self._row(structure_id)
+            return True
+        except ToolInputError:
+            return False
+
+    def get(self, structure_id: str) -> Atoms:
+        """The stored structure (with charge/spin in ``atoms.info``; no calculator attached)."""
+        row = self._row(structure_id)
+        atoms = row.toatoms()
+        atoms.calc = None
+        atoms.info["charge"] = int(row.key_value_pairs.get("net_charge", 0))
+        atoms.info["spin"] = int(row.key_value_pairs.get("n_unpaired", 0))
+        atoms.info["structure_id"] = f"st{row.id}"
+        return atoms
+
+    def record(self, structure_id: str) -> StructureRecord:
+        return _row_to_record(self._row(structure_id))
+
+    def records(self) -> list[StructureRecord]:
+        if not self.db_path.exists():
+            return []
+        with self._lock:
+            return [_row_to_record(r) for r in self._db().select()]
+
+    def count(self) -> int:
+        if not self.db_path.exists():
+            return 0
+        with self._lock:
+            return self._db().count()
+
+    def find_label(self, label: str) -> str | None:
+        """Most recent structure whose label equals ``label`` (case-insensitive)."""
+        hits = [r for r in self.records() if r["label"].lower() == label.strip().lower()]
+        return hits[-1]["id"] if hits else None
+
+    def lineage(self, structure_id: str, max_depth: int = 50) -> list[str]:
+        """Ids from this structure back to its root."""
+        chain = [self.record(structure_id)["id"]]
+        while len(chain) < max_depth:
+            parent = self.record(chain[-1])["parent"]
+            if not parent:
+                break
+            chain.append(parent)
+        return chain
+
+    def unknown_structure(self, ref: str) -> ToolInputError:
+        recs = self.records()
+        if recs:
+            shown = ", ".join(f"{r['id']} ({r['label']})" for r in recs[-15:])
+            more = f" (last 15 of {len(recs)})" if len(recs) > 15 else ""
+            have = f"Structures in this workspace{more}: {shown}."
+        else:
+            have = "The workspace has no structures yet."
+        return ToolInputError(
+            f"Unknown structure {ref!r}. {have}",
+            hint="Pass an existing id such as 'st1', or build one first with build_molecule "
+            "(name or SMILES) or build_bulk.",
+        )
+
+    # ------------------------------------------------------------------ files
+    def path(self, relative: str | Path, *, must_exist: bool = False) -> Path:
+        """Resolve a user-supplied path inside the workspace; refuse anything that escapes it."""
+        text = str(relative).strip()
+        if not text or "\x00" in text:
+            raise ToolInputError("Empty or invalid file path.", hint="Give a file name such as 'out.xyz'.")
+        p = Path(text).expanduser()
+        full = (p if p.is_absolute() else self.root / p).resolve()
+        if full != self.root and self.root not in full.parents:
+            raise ToolInputError(
+                f"Path {text!r} is outside the workspace {str(self.root)!r}.",
+                hint="Use a relative file name inside the workspace, e.g. 'structures/water.xyz'.",
+            )
+        if must_exist and not full.exists():
+            files = sorted(str(f.relative_to(self.root)) for f in self.root.rglob("*") if f.is_file())
+            files = [f for f in files if not f.startswith(("structures.db", "jobs/", "vib/"))][:20]
+            raise ToolInputError(
+                f"File {text!r} does not exist in the workspace.",
+                hint=f"Files present: {', '.join(files) or 'none'}.",
+            )
+        return full
+
+    def relpath(self, path: Path) -> str:
+        return str(Path(path).resolve().relative_to(self.root))
+
+    def new_file(self, subdir: str, stem: str, suffix: str) -> Path:
+        d = self.root / subdir
+        d.mkdir(parents=True, exist_ok=True)
+        for i in itertools.count(1):
+            p = d / f"{stem}_{i}{suffix}"
+            if not p.exists():
+                return p
+        raise AssertionError  # pragma: no cover
+
+    # ------------------------------------------------------------------ calls log
+    def new_call_id(self) -> str:
+        return f"c{int(time.time() * 1000) % 10**10:010d}{uuid.uuid4().hex[:4]}"
+
+    def log_call(self, entry: dict[str, Any]) -> None:
+        with self._lock, open(self.root / "calls.jsonl", "a") as f:
+            f.write(json.dumps(entry, default=str) + "\n")
+
+    def calls(self) -> Iterator[dict[str, Any]]:
+        p = self.root / "calls.jsonl"
+        if p.exists():
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    yield json.loads(line)
+
+    # ------------------------------------------------------------------ jobs
+    @property
+    def jobs(self):
+        """The workspace's :class:`~triscale.tools.jobs.JobManager` (created on first use)."""
+        with self._lock:
+            if self._jobs is None:
+                from triscale.tools.jobs import JobManager
+
+                self._jobs = JobManager(self)
+            return self._jobs
+
+    def close(self) -> None:
+        if self._jobs is not None:
+            self._jobs.shutdown()
