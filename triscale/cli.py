@@ -58,5 +58,30 @@ def pretrain(
     typer.echo(f"exported {final}")
 
 
+@app.command("run")
+def run_workflow_cmd(
+    workflow: Annotated[Path, typer.Argument(help="Workflow YAML (see configs/workflows/).")],
+    workspace: Annotated[Optional[str], typer.Option(help="Workspace directory.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+) -> None:
+    """Run a YAML workflow of tool calls; later steps refer to earlier results as ${step.field}."""
+    from triscale.tools.workflows import print_run
+
+    raise typer.Exit(print_run(workflow, workspace, as_json=json_out))
+
+
+@app.command()
+def mcp(
+    workspace: Annotated[str, typer.Option(help="Workspace directory.")] = "workspace",
+    http: Annotated[bool, typer.Option("--http", help="Streamable HTTP instead of stdio.")] = False,
+    host: Annotated[str, typer.Option(help="HTTP host (localhost by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8765,
+) -> None:
+    """Serve the science tools over MCP (stdio by default; --http for streamable HTTP on localhost)."""
+    from triscale.tools.mcp_server import serve
+
+    serve(workspace, http=http, host=host, port=port)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -149,6 +149,7 @@ def molecular_dynamics(
             timestep=dt,
             temperature_K=temperature_K,
             friction=friction_per_fs / units.fs,
+            fixcm=False,
             rng=rng,
             logfile=log_path,
         )

@@ -1,0 +1,61 @@
+"""LangChain bindings for the TriScale tool registry.
+
+Each registry tool becomes a ``StructuredTool`` with ``response_format="content_and_artifact"``: the content
+is the result's compact JSON (ids and summaries, never coordinates) and the artifact is the full result dict.
+The argument schema is the tool's pydantic JSON schema; validation happens in the registry so that a bad call
+(unknown id, unknown argument, limit exceeded, failed SCF) comes back as a ``ToolException`` message the model
+can read and recover from, instead of an exception that ends the run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from triscale.tools import ToolError, Workspace, call_tool, list_tools
+
+if TYPE_CHECKING:  # pragma: no cover
+    from langchain_core.tools import StructuredTool
+
+__all__ = ["make_langchain_tool", "langchain_tools"]
+
+
+def make_langchain_tool(name: str, workspace: Workspace | str) -> StructuredTool:
+    """One registry tool as a LangChain ``StructuredTool`` bound to ``workspace``."""
+    from langchain_core.tools import StructuredTool, ToolException
+
+    from triscale.tools import get_tool
+
+    tool = get_tool(name)
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+
+    def _run(**kwargs: Any) -> tuple[str, dict[str, Any]]:
+        try:
+            result = call_tool(tool.name, kwargs, ws)
+        except ToolError as e:
+            raise ToolException(f"{tool.name} error: {e}") from None
+        return result.content(), result.model_dump(mode="json")
+
+    schema = tool.input_model.model_json_schema()
+    schema["title"] = tool.name
+    schema["description"] = tool.description
+    return StructuredTool.from_function(
+        func=_run,
+        name=tool.name,
+        description=tool.description,
+        args_schema=schema,
+        infer_schema=False,
+        response_format="content_and_artifact",
+        handle_tool_error=True,
+        metadata={"cost": tool.cost, "timeout_s": tool.timeout_s, "category": tool.category},
+    )
+
+
+def langchain_tools(workspace: Workspace | str, names: list[str] | None = None) -> list[StructuredTool]:
+    """LangChain tools for the whole registry (or the named subset), all bound to one workspace."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    available = [t.name for t in list_tools()]
+    if names is not None:
+        unknown = sorted(set(names) - set(available))
+        if unknown:
+            raise ValueError(f"Unknown tools {unknown}; available: {', '.join(available)}")
+    return [make_langchain_tool(n, ws) for n in available if names is None or n in names]

@@ -1,0 +1,247 @@
+"""YAML workflows: a list of tool calls that can refer to earlier results.
+
+```yaml
+name: cu-eos
+workspace: runs/workflows/cu-eos      # optional; the CLI's --workspace wins
+steps:
+  - id: cu
+    tool: build_bulk
+    args: {name: Cu, cubic: true}
+  - id: eos
+    tool: equation_of_state
+    args: {structure_id: "${cu.structure_id}", calculator: emt}
+```
+
+``${step.field}`` (or ``${step.field.0}`` into lists/dicts) is replaced by that value; a string that is
+exactly one reference keeps the value's type. Steps run in order through :func:`triscale.tools.call_tool`;
+the first failure stops the run unless the step says ``continue_on_error: true``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from triscale.tools.errors import ToolError, ToolInputError
+from triscale.tools.registry import call_tool, get_tool
+from triscale.tools.workspace import Workspace
+
+__all__ = ["Workflow", "WorkflowStep", "WorkflowRun", "load_workflow", "run_workflow", "resolve_references"]
+
+_REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*)((?:\.[\w-]+)*)\s*\}")
+
+
+class WorkflowStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z_][\w-]*$", description="Name later steps use in ${id.field}.")
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, gt=0)
+    continue_on_error: bool = False
+
+
+class Workflow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "workflow"
+    description: str | None = None
+    workspace: str | None = None
+    steps: list[WorkflowStep] = Field(min_length=1)
+
+
+class StepOutcome(BaseModel):
+    id: str
+    tool: str
+    status: str
+    wall_time_s: float
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class WorkflowRun(BaseModel):
+    name: str
+    workspace: str
+    ok: bool
+    steps: list[StepOutcome]
+    results_file: str
+
+
+def _refs_in(value: Any) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        return [(m.group(1), m.group(2)) for m in _REF.finditer(value)]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs_in(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _refs_in(v)]
+    return []
+
+
+def load_workflow(source: str | Path | dict[str, Any] | Workflow) -> Workflow:
+    """Parse and check a workflow: known tools, unique step ids, references only to earlier steps."""
+    if isinstance(source, Workflow):
+        wf = source
+    else:
+        if isinstance(source, dict):
+            data = source
+        else:
+            p = Path(source)
+            if not p.exists():
+                raise ToolInputError(f"Workflow file {str(p)!r} does not exist.")
+            try:
+                data = yaml.safe_load(p.read_text())
+            except yaml.YAMLError as e:
+                raise ToolInputError(f"Workflow {str(p)!r} is not valid YAML: {e}") from None
+        if isinstance(data, list):
+            data = {"steps": data}
+        if not isinstance(data, dict):
+            raise ToolInputError("A workflow is a mapping with a 'steps' list (or a bare list of steps).")
+        try:
+            wf = Workflow.model_validate(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"])
+            raise ToolInputError(f"Invalid workflow: {loc}: {first['msg']}.") from None
+    seen: set[str] = set()
+    for step in wf.steps:
+        get_tool(step.tool)
+        for ref, _ in _refs_in(step.args):
+            if ref not in seen:
+                raise ToolInputError(
+                    f"Step {step.id!r} refers to ${{{ref}...}}, which is not an earlier step.",
+                    hint=f"Earlier steps: {', '.join(sorted(seen)) or 'none'}.",
+                )
+        if step.id in seen:
+            raise ToolInputError(f"Duplicate step id {step.id!r}.")
+        seen.add(step.id)
+    return wf
+
+
+def _lookup(results: dict[str, Any], name: str, path: str) -> Any:
+    if name not in results:
+        raise ToolInputError(f"${{{name}}} has no result (the step failed or has not run).")
+    value: Any = results[name]
+    for part in [p for p in path.split(".") if p]:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+            value = value[int(part)]
+        else:
+            keys = list(value) if isinstance(value, dict) else f"a list of {len(value)}"
+            raise ToolInputError(f"${{{name}{path}}}: no {part!r} in the result (has: {keys}).")
+    return value
+
+
+def resolve_references(value: Any, results: dict[str, Any]) -> Any:
+    """Replace ``${step.field}`` references in ``value`` (recursively) with values from ``results``."""
+    if isinstance(value, str):
+        m = _REF.fullmatch(value.strip())
+        if m:
+            return _lookup(results, m.group(1), m.group(2))
+        return _REF.sub(lambda mm: str(_lookup(results, mm.group(1), mm.group(2))), value)
+    if isinstance(value, dict):
+        return {k: resolve_references(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_references(v, results) for v in value]
+    return value
+
+
+def run_workflow(
+    source: str | Path | dict[str, Any] | Workflow,
+    workspace: Workspace | str | None = None,
+    *,
+    on_step: Any = None,
+) -> WorkflowRun:
+    """Run every step in order and write ``workflows/<name>_<n>.json`` into the workspace."""
+    wf = load_workflow(source)
+    if isinstance(workspace, Workspace):
+        ws = workspace
+    else:
+        ws = Workspace(workspace or wf.workspace or "workspace")
+    results: dict[str, Any] = {}
+    outcomes: list[StepOutcome] = []
+    ok = True
+    for step in wf.steps:
+        t0 = time.monotonic()
+        try:
+            args = resolve_references(step.args, results)
+            res = call_tool(step.tool, args, ws, timeout_s=step.timeout_s)
+            results[step.id] = res.model_dump(mode="json")
+            out = StepOutcome(
+                id=step.id,
+                tool=step.tool,
+                status="ok",
+                wall_time_s=round(time.monotonic() - t0, 3),
+                result=results[step.id],
+            )
+        except ToolError as e:
+            out = StepOutcome(
+                id=step.id,
+                tool=step.tool,
+                status="error",
+                wall_time_s=round(time.monotonic() - t0, 3),
+                error=str(e),
+            )
+        outcomes.append(out)
+        if on_step is not None:
+            on_step(out)
+        if out.status != "ok":
+            ok = False
+            if not step.continue_on_error:
+                break
+    safe = re.sub(r"[^\w.-]+", "_", wf.name)[:60] or "workflow"
+    path = ws.new_file("workflows", safe, ".json")
+    run = WorkflowRun(
+        name=wf.name, workspace=str(ws.root), ok=ok, steps=outcomes, results_file=ws.relpath(path)
+    )
+    path.write_text(json.dumps(run.model_dump(mode="json"), indent=1))
+    return run
+
+
+def print_run(path: str | Path, workspace: str | None = None, *, as_json: bool = False) -> int:
+    """CLI helper: run a workflow, print a table (or JSON) and return the exit code (0 ok, 1 failed)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=as_json)
+    try:
+        wf = load_workflow(path)
+    except ToolError as e:
+        console.print(f"[red]{e}[/red]")
+        return 2
+
+    def show(step: StepOutcome) -> None:
+        if not as_json:
+            mark = "[green]ok[/green]" if step.status == "ok" else "[red]error[/red]"
+            console.print(f"{mark} {step.id} ({step.tool}, {step.wall_time_s:.2f} s)")
+
+    run = run_workflow(wf, workspace, on_step=show)
+    if as_json:
+        print(json.dumps(run.model_dump(mode="json"), indent=1))
+        return 0 if run.ok else 1
+    table = Table(title=f"{run.name}  ({run.workspace})")
+    table.add_column("step")
+    table.add_column("tool")
+    table.add_column("result")
+    for s in run.steps:
+        if s.status == "ok":
+            keep = {
+                k: v
+                for k, v in (s.result or {}).items()
+                if v not in (None, [], "")
+                and k not in ("tool", "call_id", "notes")
+                and not (isinstance(v, list) and len(v) > 6)
+            }
+            text = ", ".join(f"{k}={v}" for k, v in list(keep.items())[:8])
+        else:
+            text = f"[red]{s.error}[/red]"
+        table.add_row(s.id, s.tool, text)
+    console.print(table)
+    console.print(f"results: {run.results_file}")
+    return 0 if run.ok else 1
