@@ -186,9 +186,7 @@ def molecular_dynamics(
             vols.append(atoms.get_volume())
 
     traj = Trajectory(traj_path, "w", atoms)
-    try:
-        record()
-        traj.write()
+    try:  # ASE calls the observers at step 0 too, so the first frame is the starting structure
         dyn.attach(record, interval=interval)
         dyn.attach(traj.write, interval=interval)
         dyn.run(steps)
