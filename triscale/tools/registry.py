@@ -179,6 +179,7 @@ class ToolContext:
             timeout_s=self.remaining_s(),
             cancel=self.cancel,
             label=label or f"{self.tool.name} calculation",
+            limit_s=self.timeout_s,
             **kwargs,
         )
 

@@ -88,11 +88,13 @@ def run_in_worker(
     timeout_s: float | None = 600.0,
     cancel: CancelToken | None = None,
     label: str = "calculation",
+    limit_s: float | None = None,
     **kwargs: Any,
 ) -> Any:
     """Call ``fn(*args, **kwargs)`` in a worker process and return its result.
 
     ``fn`` must be importable by name (a module-level function) and its arguments and result picklable.
+    ``limit_s`` is the limit named in the error (the tool call's, when ``timeout_s`` is what is left of it).
     Raises ToolTimeoutError past ``timeout_s``, CalculationError if the worker fails or dies, and re-raises a
     ToolError raised in the worker as the same class.
     """
@@ -112,7 +114,7 @@ def run_in_worker(
             remaining = None if timeout_s is None else timeout_s - (time.monotonic() - t0)
             if remaining is not None and remaining <= 0:
                 raise ToolTimeoutError(
-                    f"The {label} exceeded its wall-time limit of {timeout_s:g} s and was stopped.",
+                    f"The {label} exceeded its {limit_s or timeout_s:g} s wall-time limit and was stopped.",
                     hint="Use a cheaper method, a smaller structure or fewer steps, or submit it as a job "
                     "with a longer limit.",
                 )

@@ -1,0 +1,252 @@
+"""The bad-input catalogue: each case gives a clear ToolError and leaves the store intact."""
+
+import os
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from triscale.tools import (
+    CalculationError,
+    ToolError,
+    ToolInputError,
+    ToolLimitError,
+    call_tool,
+)
+
+
+@pytest.fixture
+def seeded(ws, call):
+    """A workspace with two structures whose contents must survive every bad call."""
+    call("build_bulk", name="Cu", cubic=True)
+    call("build_molecule", name="water")
+    before = [(r["id"], r["formula"]) for r in ws.records()]
+    pos = ws.get("st2").positions.copy()
+    yield ws
+    # earlier structures are untouched (a molecule named in a failing call may have been built and kept)
+    assert [(r["id"], r["formula"]) for r in ws.records()][: len(before)] == before
+    np.testing.assert_array_equal(ws.get("st2").positions, pos)
+
+
+def _write(ws, name, text):
+    p = ws.root / name
+    p.write_text(text)
+    return name
+
+
+CASES = {
+    # name: (tool, args, error class, regex the message must match)
+    "unknown element (bulk)": (
+        "build_bulk",
+        {"name": "Xx"},
+        ToolInputError,
+        "Unknown element or formula 'Xx'",
+    ),
+    "unknown element (substitute)": (
+        "substitute_atoms",
+        {"structure_id": "st1", "new_element": "Qq", "indices": [0]},
+        ToolInputError,
+        "Unknown element 'Qq'",
+    ),
+    "unknown molecule": ("build_molecule", {"name": "unobtainium-9"}, ToolInputError, "not a known molecule"),
+    "invalid smiles": ("build_molecule", {"smiles": "C1CC(("}, ToolInputError, "not a valid SMILES"),
+    "empty smiles": ("build_molecule", {"smiles": ""}, ToolInputError, "not a valid SMILES|Give either"),
+    "overlap from lattice constant": (
+        "build_bulk",
+        {"name": "Cu", "a_A": 0.6},
+        ToolInputError,
+        "Atoms overlap",
+    ),
+    "unknown structure id": (
+        "single_point",
+        {"structure_id": "st99"},
+        ToolInputError,
+        r"Unknown structure 'st99'.*st1 \(Cu bulk\), st2 \(water\)",
+    ),
+    "unknown calculator": (
+        "single_point",
+        {"structure_id": "st2", "calculator": "vasp"},
+        ToolInputError,
+        "Unknown calculator 'vasp'.*gfn2-xtb",
+    ),
+    "near-miss calculator": (
+        "single_point",
+        {"structure_id": "st2", "calculator": "gfn3-xtb"},
+        ToolInputError,
+        "did you mean",
+    ),
+    "emt unsupported element": (
+        "single_point",
+        {"structure_id": "SiH4", "calculator": "emt"},
+        ToolInputError,
+        "emt has no parameters for Si.*Use",
+    ),
+    "dft on a crystal": (
+        "single_point",
+        {"structure_id": "st1", "calculator": "dft"},
+        ToolInputError,
+        "molecules only",
+    ),
+    "unknown argument": (
+        "single_point",
+        {"structure_id": "st2", "temperature": 300},
+        ToolInputError,
+        "unknown argument 'temperature'.*Allowed arguments: structure_id, calculator",
+    ),
+    "missing argument": ("optimize_geometry", {}, ToolInputError, "missing required argument 'structure_id'"),
+    "fmax not positive": (
+        "optimize_geometry",
+        {"structure_id": "st2", "fmax_eV_per_A": 0},
+        ToolInputError,
+        "fmax_eV_per_A: Input should be greater than 0",
+    ),
+    "negative temperature": (
+        "molecular_dynamics",
+        {"structure_id": "st2", "temperature_K": -5},
+        ToolInputError,
+        "temperature_K",
+    ),
+    "zero steps": ("molecular_dynamics", {"structure_id": "st2", "steps": 0}, ToolInputError, "steps"),
+    "npt on a molecule": (
+        "molecular_dynamics",
+        {"structure_id": "st2", "ensemble": "npt", "calculator": "gfn2-xtb"},
+        ToolInputError,
+        "NPT needs a 3D periodic",
+    ),
+    "eos on a molecule": (
+        "equation_of_state",
+        {"structure_id": "st2", "calculator": "gfn2-xtb"},
+        ToolInputError,
+        "periodic crystal",
+    ),
+    "cell relax of a molecule": (
+        "optimize_geometry",
+        {"structure_id": "st2", "relax_cell": True},
+        ToolInputError,
+        "relax_cell needs",
+    ),
+    "unbalanced reaction": (
+        "reaction_energy",
+        {"reaction": "H2 + O2 -> H2O"},
+        ToolInputError,
+        r"not balanced.*O: -1",
+    ),
+    "unparseable reaction": (
+        "reaction_energy",
+        {"reaction": "water"},
+        ToolInputError,
+        "Cannot parse reaction",
+    ),
+    "orbitals with emt": (
+        "orbital_energies",
+        {"structure_id": "st1", "calculator": "emt"},
+        ToolInputError,
+        "Orbital energies need",
+    ),
+    "odd electrons with spin 0": (
+        "single_point",
+        {"structure_id": "NO", "calculator": {"method": "dft", "spin": 0}},
+        ToolInputError,
+        "cannot have 0 unpaired",
+    ),
+    "unknown basis": (
+        "single_point",
+        {"structure_id": "st2", "calculator": {"method": "dft", "basis": "no-such-basis"}},
+        ToolInputError,
+        "basis 'no-such-basis'",
+    ),
+    "unknown job": ("job_status", {"job_id": "job77"}, ToolInputError, "Unknown job 'job77'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_catalogue(seeded, case):
+    tool, args, err, pattern = CASES[case]
+    with pytest.raises(err, match=pattern):
+        call_tool(tool, args, seeded)
+
+
+def test_unknown_tool(seeded):
+    with pytest.raises(ToolInputError, match=r"Unknown tool 'single_pont'. Did you mean single_point"):
+        call_tool("single_pont", {}, seeded)
+    with pytest.raises(ToolInputError, match="must be a JSON object"):
+        call_tool("single_point", ["st1"], seeded)
+
+
+def test_oversized_systems_suggest_cheaper_methods(seeded, call):
+    decane = call("build_molecule", smiles="CCCCCCCCCC")  # 32 atoms
+    with pytest.raises(ToolLimitError, match=r"dft is limited to 30 atoms; this structure has 32.*gfn2-xtb"):
+        call("single_point", structure_id=decane.structure_id, calculator="dft")
+    big = call("make_supercell", structure_id="st1", repeat=[5, 5, 4])  # 400 Cu atoms
+    with pytest.raises(ToolLimitError, match=r"gfn2-xtb is limited to 300 atoms.*Use a cheaper method: emt"):
+        call("single_point", structure_id=big.structure_id, calculator="gfn2-xtb")
+    with pytest.raises(ToolLimitError, match="limit 20000"):
+        call("make_supercell", structure_id="st1", repeat=[20, 20, 20])
+
+
+def test_malformed_empty_nan_overlapping_files(seeded, call):
+    ws = seeded
+    cases = {
+        "garbage.xyz": ("this is not\nan xyz file at all\n", "Could not read"),
+        "broken.cif": ("data_x\n_cell_length_a 3.6\nloop_\n_atom_site_label\n", "Could not read|no atoms"),
+        "empty.xyz": ("0\n\n", "no atoms|Could not read"),
+        "nan.xyz": ("2\n\nH nan 0 0\nH 0 0 0.74\n", "NaN|Could not read"),
+        "overlap.xyz": ("2\n\nH 0 0 0\nH 0 0 0.1\n", "Atoms overlap"),
+        "badelement.xyz": ("1\n\nXx 0 0 0\n", "Could not read|Unknown element"),
+    }
+    for name, (text, pattern) in cases.items():
+        _write(ws, name, text)
+        with pytest.raises(ToolInputError, match=pattern):
+            call("import_structure", path=name)
+    with pytest.raises(ToolInputError, match="does not exist in the workspace.*Files present"):
+        call("import_structure", path="missing.xyz")
+    with pytest.raises(ToolInputError, match="Cannot tell the format"):
+        call("import_structure", path=_write(ws, "notes.txt", "x"))
+
+
+def test_path_traversal_is_refused(seeded, call, tmp_path):
+    ws = seeded
+    outside = tmp_path / "outside.xyz"
+    outside.write_text("1\n\nH 0 0 0\n")
+    for bad in ["../outside.xyz", str(outside), "/etc/passwd", "a/../../outside.xyz", "~/x.xyz"]:
+        with pytest.raises(ToolInputError, match="outside the workspace|does not exist"):
+            call("import_structure", path=bad, format="xyz")
+    for bad in ["../leak.cif", "/tmp/leak.cif", "sub/../../leak.cif"]:
+        with pytest.raises(ToolInputError, match="outside the workspace"):
+            call("export_structure", structure_id="st1", path=bad)
+    assert not (tmp_path / "leak.cif").exists()
+    os.symlink(outside, ws.root / "link.xyz")  # a symlink inside the workspace that points out of it
+    with pytest.raises(ToolInputError, match="outside the workspace"):
+        call("import_structure", path="link.xyz")
+
+
+def test_store_rejects_bad_atoms_directly(ws):
+    with pytest.raises(ToolInputError, match="no atoms"):
+        ws.add(Atoms())
+    with pytest.raises(ToolInputError, match="NaN"):
+        ws.add(Atoms("H2", positions=[[0, 0, 0], [np.nan, 0, 0]]))
+    with pytest.raises(ToolInputError, match="zero volume"):
+        ws.add(Atoms("Cu", cell=[0, 0, 0], pbc=True))
+    assert ws.count() == 0
+
+
+def test_non_converging_scf_is_a_clear_error(seeded, call):
+    with pytest.raises(CalculationError, match="did not converge"):
+        call(
+            "single_point",
+            structure_id="st2",
+            calculator={"method": "dft", "basis": "sto-3g", "max_scf_cycles": 1},
+        )
+    with pytest.raises(CalculationError, match="did not converge"):
+        call(
+            "orbital_energies",
+            structure_id="st2",
+            calculator={"method": "dft", "basis": "sto-3g", "max_scf_cycles": 1},
+        )
+
+
+def test_errors_are_logged_and_are_tool_errors(seeded, call):
+    with pytest.raises(ToolError):
+        call("single_point", structure_id="st99")
+    last = list(seeded.calls())[-1]
+    assert last["tool"] == "single_point" and last["status"] == "error" and "st99" in last["error"]
