@@ -149,7 +149,10 @@ class CalculatorSpec(BaseModel):
         None, description="DFT only: restricted (RKS) or unrestricted; default by spin."
     )
     max_scf_cycles: int = Field(100, ge=1, le=2000, description="DFT/xTB: maximum SCF iterations.")
-    model: str = Field("triscale-base", description="triscale only: checkpoint name or model directory.")
+    model: str | list[str] = Field(
+        "triscale-base",
+        description="triscale only: checkpoint name or model directory; a list of them is a committee.",
+    )
     domain: str | None = Field(
         None, description="triscale only: molecule | material; default by periodicity."
     )
@@ -174,7 +177,9 @@ class CalculatorSpec(BaseModel):
             return f"dft/{self.functional}/{self.basis}"
         if m == "triscale":
             n = len(self.adapters or [])
-            return f"triscale/{Path(self.model).name}" + (f"+{n}adapters" if n else "")
+            models = self.model if isinstance(self.model, list) else [self.model]
+            name = Path(models[0]).name + (f"x{len(models)}" if len(models) > 1 else "")
+            return f"triscale/{name}" + (f"+{n}adapters" if n else "")
         return m
 
 
@@ -377,12 +382,24 @@ def make_calculator(spec: CalculatorSpec, atoms: Atoms, workspace_root: str | No
                 q = Path(workspace_root) / q
             return str(q)
 
-        model = spec.model
-        if Path(model).expanduser().exists() or (workspace_root and (Path(workspace_root) / model).exists()):
-            model = _resolve(model)
+        names = spec.model if isinstance(spec.model, list) else [spec.model]
+        if not names:
+            raise ToolInputError("model must name at least one checkpoint or directory.")
         adapters = [_resolve(a) for a in spec.adapters] if spec.adapters else None
         try:
-            return triscale.calculator(model, domain=spec.domain, adapters=adapters, dtype=spec.dtype)
+            models = [_resolve(m) for m in names]
+            if len(models) == 1:
+                return triscale.calculator(models[0], domain=spec.domain, adapters=adapters, dtype=spec.dtype)
+            # a committee of independently trained models (ensemble): mean and standard deviation
+            from triscale.foundation import TriScaleCalculator
+
+            if adapters:
+                raise ToolInputError("Use either several models or adapters for a committee, not both.")
+            return TriScaleCalculator(
+                [triscale.load(m) for m in models], domain=spec.domain, dtype=spec.dtype
+            )
+        except ToolInputError:
+            raise
         except (FileNotFoundError, KeyError, OSError, ValueError, ImportError, ModuleNotFoundError) as e:
             raise CalculationError(
                 f"Could not load the foundation model {spec.model!r}: {type(e).__name__}: {e}",

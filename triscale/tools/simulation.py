@@ -848,7 +848,10 @@ class PredictInput(ToolInput):
         validation_alias=AliasChoices("structure_id", "structure"),
         description="Structure id (a molecule name or SMILES also works).",
     )
-    model: str = Field("triscale-base", description="Shipped checkpoint name or a saved model directory.")
+    model: str | list[str] = Field(
+        "triscale-base",
+        description="Shipped checkpoint name or a saved model directory; several form a committee.",
+    )
     adapters: list[str] | None = Field(
         None, description="Adapter directories; 2 or more form a committee that gives uncertainties."
     )
