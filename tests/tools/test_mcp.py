@@ -16,7 +16,8 @@ def test_stdio_session(tmp_path):
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "triscale.cli", "mcp", "--workspace", str(tmp_path / "ws")],
-        env={"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"},
+        # no torch preload in the server's workers: this session uses xTB only
+        env={"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "TRISCALE_WORKER_PRELOAD": ""},
     )
 
     async def session():

@@ -259,3 +259,36 @@ def test_dft_single_point_matches_pyscf(call):
     mf.xc = "pbe"
     assert r.energy_eV == pytest.approx(mf.kernel() * units.Hartree, abs=1e-4)
     assert r.method == "dft/pbe/6-31g" and r.dipole_magnitude_debye == pytest.approx(0.0, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_chgnet_single_point_and_stress_units(ws, call):
+    """CHGNet via the factory matches CHGNet used directly; its stress is in eV/Å³ (finite differences)."""
+    pytest.importorskip("chgnet")
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    si = call("build_bulk", name="Si", a_A=5.30, cubic=False)
+    r = call("single_point", structure_id=si.structure_id, calculator="chgnet")
+    atoms = bulk("Si", a=5.30)
+    atoms.calc = CHGNetCalculator(use_device="cpu")
+    assert r.energy_eV == pytest.approx(atoms.get_potential_energy(), abs=1e-4)
+    np.testing.assert_allclose(r.stress_eV_per_A3, atoms.get_stress(), atol=1e-5)
+    # stress_xx = (1/V) dE/d(eps_xx): central difference of the energy under a small strain
+    h, v = 1e-3, atoms.get_volume()
+    es = []
+    for sgn in (1, -1):
+        a = atoms.copy()
+        strain = np.eye(3)
+        strain[0, 0] += sgn * h
+        a.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+        a.calc = atoms.calc
+        es.append(a.get_potential_energy())
+    assert r.stress_eV_per_A3[0] == pytest.approx((es[0] - es[1]) / (2 * h * v), abs=2e-3)
+
+
+def test_vibrations_on_a_minimum_reuse_the_structure(ws, call, relaxed_water):
+    sid, _ = relaxed_water
+    n = ws.count()
+    r = call("vibrational_analysis", structure_id=sid, calculator="gfn2-xtb", fmax_eV_per_A=0.01, ir=False)
+    assert r.structure_id == sid and r.parent_id is None and ws.count() == n
+    assert r.ir_intensities_D2_per_A2_amu is None

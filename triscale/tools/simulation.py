@@ -387,16 +387,17 @@ def _vib_common(
             ctx.notes.append(
                 f"Pre-optimisation did not reach {a.fmax_eV_per_A} eV/Å; frequencies may be off."
             )
-        parent = sid
-        sid = ctx.store(
-            r["atoms"],
-            parent=sid,
-            label=f"{ws.record(sid)['label']} opt",
-            method=spec.label(),
-            energy_eV=r["energy"],
-            forces=r["forces"],
-        )
-        atoms = ws.get(sid)
+        if r["n_steps"] > 0:  # already at a minimum: analyse the structure as it is
+            parent = sid
+            sid = ctx.store(
+                r["atoms"],
+                parent=sid,
+                label=f"{ws.record(sid)['label']} opt",
+                method=spec.label(),
+                energy_eV=r["energy"],
+                forces=r["forces"],
+            )
+            atoms = ws.get(sid)
     vib_dir = ws.new_file("vib", f"vib_{sid}", "")
     v = ctx.compute(
         compute.vibrations,
