@@ -66,3 +66,51 @@ def test_in_process_server_and_http_app(tmp_path):
 
     anyio.run(session)
     assert server.streamable_http_app() is not None  # the --http transport builds
+
+
+def test_streamable_http_on_localhost(tmp_path):
+    import socket
+    import subprocess
+    import time
+
+    from mcp import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**__import__("os").environ, "TRISCALE_WORKER_PRELOAD": ""}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "triscale.cli",
+            "mcp",
+            "--http",
+            "--port",
+            str(port),
+            "--workspace",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        for _ in range(300):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.1)
+
+        async def session():
+            async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                r = await client.call_tool("build_bulk", {"name": "Cu", "cubic": True})
+                assert not r.is_error and r.structured_content["n_atoms"] == 4
+                r = await client.call_tool("single_point", {"structure_id": "st1", "calculator": "emt"})
+                assert not r.is_error and r.structured_content["pressure_GPa"] is not None
+
+        anyio.run(session)
+    finally:
+        proc.terminate()
+        proc.wait(10)
