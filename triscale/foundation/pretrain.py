@@ -117,14 +117,19 @@ def _fit_statistics(model: FoundationModel, train: list[dict]) -> dict[str, Any]
     return stats
 
 
-def _lr_lambda(recipe: PretrainRecipe):
-    def schedule(step: int) -> float:
-        if step < recipe.warmup_steps:
-            return (step + 1) / recipe.warmup_steps
-        progress = min(1.0, (step - recipe.warmup_steps) / max(1, recipe.max_steps - recipe.warmup_steps))
-        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+def lr_factor(recipe: PretrainRecipe, step: int, trained_seconds: float) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` over the budget.
 
-    return schedule
+    Progress is the larger of step/max_steps and time/max_minutes, so a wall-time-limited CPU run still ends its
+    schedule (and its EMA) at a low learning rate instead of being cut off mid-decay.
+    """
+    if step < recipe.warmup_steps:
+        return (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.max_steps - recipe.warmup_steps)
+    if recipe.max_minutes is not None:
+        progress = max(progress, trained_seconds / (60.0 * recipe.max_minutes))
+    progress = min(1.0, progress)
+    return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _weighted_loss(out, batch, weights: dict[int, LossWeights], n_domains: int) -> tuple[torch.Tensor, dict]:
@@ -158,14 +163,13 @@ def _weighted_loss(out, batch, weights: dict[int, LossWeights], n_domains: int) 
         for kind in ("energy", "forces", "stress", "dipole"):
             if f"mse_{kind}" in errors and int(errors[f"n_{kind}"]) > 0:
                 total = total + getattr(w, kind) * errors[f"mse_{kind}"]
-                logs[f"d{d}_mae_{kind}"] = float(errors[f"mae_{kind}"])
+                logs[f"d{d}_mae_{kind}"] = float(errors[f"mae_{kind}"].detach())
     return total, logs
 
 
 def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     """Run (or resume) a pretraining recipe; returns the directory of the exported EMA model."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from rich.console import Console
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -175,55 +179,61 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     state_dir = out_dir / "state"
     out_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    # Seeds torch/numpy/random for this training process only (a CLI entry point, not library import).
-    set_seed(recipe.seed)
-
     config = FoundationConfig(**recipe.model)
-    model = FoundationModel(config)
+    with torch.random.fork_rng():  # seeded initialisation without touching the caller's global RNG
+        torch.manual_seed(recipe.seed)
+        model = FoundationModel(config)
     t0 = time.perf_counter()
     splits = _load_graphs(recipe, config.domains, config.cutoff)
     console.print(
         f"[bold]data[/]: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + f" ({time.perf_counter() - t0:.0f} s)"
     )
     stats_path = out_dir / "statistics.json"
-    if resume and stats_path.exists():
-        stats = json.loads(stats_path.read_text())
-    else:
+    stats = json.loads(stats_path.read_text()) if resume and stats_path.exists() else None
+    train_elements = sorted({int(z) for g in splits["train"] for z in g[K.ATOMIC_NUMBERS].tolist()})
+    if stats is None or stats["elements"] != train_elements or len(splits["train"]) > 1.2 * stats["n_train"]:
+        # First run, or resumed on grown data (e.g. datagen still running): refit E0/scale on all of it.
+        # The network learns a residual on top of these, so refitting mid-run only nudges its targets.
         stats = _fit_statistics(model, splits["train"])
+        stats["n_train"] = len(splits["train"])
         stats["atomic_energies"] = model.atomic_energies.tolist()
         stats["energy_scale"] = model.energy_scale.tolist()
         stats_path.write_text(json.dumps(stats, indent=1))
-    config.elements = stats["elements"]
-    config.avg_num_neighbors = stats["avg_num_neighbors"]
-    model.atomic_energies.copy_(torch.tensor(stats["atomic_energies"], dtype=torch.float64))
-    model.energy_scale.copy_(torch.tensor(stats["energy_scale"], dtype=torch.float64))
+        console.print(f"[bold]statistics[/] fitted on {len(splits['train'])} structures")
 
     weights = {d: recipe.loss_weights.get(name, LossWeights()) for d, name in enumerate(config.domains)}
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=recipe.weight_decay, amsgrad=True
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(recipe))
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(ema)
 
-    step = 0
+    step, trained_seconds = 0, 0.0
     progress_path = out_dir / "progress.json"
     if resume and state_dir.exists() and progress_path.exists():
         accelerator.load_state(str(state_dir))
-        step = json.loads(progress_path.read_text())["step"]
-        console.print(f"[bold]resumed[/] at step {step}")
+        progress = json.loads(progress_path.read_text())
+        step, trained_seconds = progress["step"], progress.get("trained_seconds", 0.0)
+        console.print(f"[bold]resumed[/] at step {step} ({trained_seconds / 60:.1f} min trained)")
+    # The fitted statistics (possibly refitted above) win over what the checkpoint held.
+    for target in (accelerator.unwrap_model(model), ema.module):
+        target.config.elements = stats["elements"]
+        target.config.avg_num_neighbors = stats["avg_num_neighbors"]
+        target.atomic_energies.copy_(torch.tensor(stats["atomic_energies"], dtype=torch.float64))
+        target.energy_scale.copy_(torch.tensor(stats["energy_scale"], dtype=torch.float64))
 
     generator = torch.Generator().manual_seed(recipe.seed + step)
     metrics_log = open(out_dir / "metrics.jsonl", "a")
     val = splits.get("val", [])[: recipe.max_eval_structures]
-    start = time.perf_counter()
+    start = time.perf_counter() - trained_seconds
     epoch_iter = iter(())
     model.train()
     stop_reason = "max_steps"
     last_log = time.perf_counter()
     while step < recipe.max_steps:
-        if recipe.max_minutes is not None and (time.perf_counter() - start) / 60 > recipe.max_minutes:
+        trained_seconds = time.perf_counter() - start
+        if recipe.max_minutes is not None and trained_seconds / 60 > recipe.max_minutes:
             stop_reason = "max_minutes"
             break
         try:
@@ -238,15 +248,16 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.lr * lr_factor(recipe, step, trained_seconds)
         optimizer.step()
-        scheduler.step()
         ema.update_parameters(accelerator.unwrap_model(model))
         step += 1
         if time.perf_counter() - last_log > 30 or step == 1:
             last_log = time.perf_counter()
-            rate = step / max(time.perf_counter() - start, 1e-9)
+            rate = step / max(time.perf_counter() - start, 1e-9)  # since the first run
             console.print(
-                f"step {step:6d} loss {float(loss):.4g} lr {scheduler.get_last_lr()[0]:.2e} "
+                f"step {step:6d} loss {float(loss):.4g} lr {optimizer.param_groups[0]['lr']:.2e} "
                 + " ".join(f"{k} {v:.3g}" for k, v in sorted(logs.items()))
                 + f" ({rate:.2f} it/s)"
             )
@@ -260,8 +271,8 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
             metrics_log.write(json.dumps(metrics) + "\n")
             metrics_log.flush()
         if step % recipe.checkpoint_every == 0:
-            _checkpoint(accelerator, state_dir, progress_path, step)
-    _checkpoint(accelerator, state_dir, progress_path, step)
+            _checkpoint(accelerator, state_dir, progress_path, step, time.perf_counter() - start)
+    _checkpoint(accelerator, state_dir, progress_path, step, time.perf_counter() - start)
     metrics_log.close()
 
     final_dir = out_dir / "final"
@@ -280,12 +291,12 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     return final_dir
 
 
-def _checkpoint(accelerator, state_dir: Path, progress_path: Path, step: int) -> None:
+def _checkpoint(accelerator, state_dir: Path, progress_path: Path, step: int, trained_seconds: float) -> None:
     # Write the state first, then the step counter (atomically): a kill in between resumes from the older step
     # with newer weights at worst, never from a half-written state.
     accelerator.save_state(str(state_dir))
     tmp = progress_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"step": step}))
+    tmp.write_text(json.dumps({"step": step, "trained_seconds": trained_seconds}))
     os.replace(tmp, progress_path)
 
 
