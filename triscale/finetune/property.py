@@ -1,0 +1,352 @@
+"""Property fine-tuning: a new scalar head (HOMO-LUMO gap, solubility, ...) on the frozen or LoRA-adapted encoder.
+
+The head is an MLP on each atom's invariant (scalar) features, pooled over atoms by mean (intensive) or sum
+(extensive), on a standardised target. A property adapter directory holds ``property_head.safetensors`` (head
+weights and target statistics), PEFT files when the encoder was LoRA-adapted, and ``triscale_adapter.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from triscale.finetune import adapters as A
+from triscale.finetune import data as D
+from triscale.foundation import keys as K
+from triscale.foundation.layers import MLP, scatter_sum
+
+HEAD_FILE = "property_head.safetensors"
+
+
+class PropertyModel(nn.Module):
+    """A scalar property from a (possibly LoRA-adapted) TriScale encoder and a new pooled MLP head.
+
+    ``forward(graph)`` returns the property per structure (B,) in float64, in the unit of the training data.
+    """
+
+    def __init__(
+        self,
+        model,
+        domain_index: int,
+        hidden: int = 64,
+        pooling: str = "mean",
+        name: str = "property",
+        unit: str = "",
+    ):
+        super().__init__()
+        if pooling not in ("mean", "sum"):
+            raise ValueError(f"pooling must be mean or sum, got {pooling!r}")
+        self.model = model
+        self.domain_index = int(domain_index)
+        self.pooling = pooling
+        self.name = name
+        self.unit = unit
+        self.head = MLP(A.unwrap(model).config.hidden_channels, hidden, 1)
+        self.register_buffer("target_mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("target_std", torch.ones((), dtype=torch.float64))
+
+    @property
+    def config(self):
+        return A.unwrap(self.model).config
+
+    def features(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-atom scalar features (N, F) of the encoder."""
+        base = A.unwrap(self.model)
+        dtype = base.embedding.weight.dtype
+        s, _ = base.encode(graph, graph[K.POSITIONS].to(dtype), graph[K.CELL].to(dtype))
+        return s
+
+    def head_output(self, s: torch.Tensor, batch: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+        """Standardised pooled head output (B,) from features ``s``."""
+        per_atom = self.head(s).squeeze(-1).to(torch.float64)
+        pooled = scatter_sum(per_atom, batch, num_atoms.shape[0])
+        return pooled / num_atoms.to(torch.float64) if self.pooling == "mean" else pooled
+
+    def denormalize(self, z: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "mean":
+            return z * self.target_std + self.target_mean
+        return z * self.target_std + self.target_mean * num_atoms.to(torch.float64)
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        z = self.head_output(self.features(graph), graph[K.BATCH], graph[K.NUM_ATOMS])
+        return self.denormalize(z, graph[K.NUM_ATOMS])
+
+    @torch.no_grad()
+    def predict(self, structures: Sequence, batch_size: int = 32) -> np.ndarray:
+        """The property of each ASE ``Atoms`` in ``structures`` (float64 array, the training data's unit)."""
+        from triscale.foundation.graph import atoms_to_graph, check_structure, collate
+
+        self.eval()
+        values = []
+        structures = list(structures)
+        for start in range(0, len(structures), batch_size):
+            chunk = structures[start : start + batch_size]
+            graphs = []
+            for atoms in chunk:
+                check_structure(atoms, self.config.supported_elements)
+                graphs.append(atoms_to_graph(atoms, self.config.cutoff, self.domain_index))
+            values.append(self(collate(graphs)).numpy())
+        return np.concatenate(values) if values else np.zeros(0)
+
+
+def _target_stats(graphs: list[dict], pooling: str) -> tuple[float, float]:
+    y = np.array([float(g[D.PROPERTY][0]) for g in graphs])
+    if pooling == "sum":
+        y = y / np.array([float(g[K.NUM_ATOMS][0]) for g in graphs])
+    std = float(y.std())
+    return float(y.mean()), std if std > 1e-12 else 1.0
+
+
+def _property_errors(ref: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    err = pred - ref
+    ss = float(((ref - ref.mean()) ** 2).sum())
+    return {
+        "n_structures": int(len(ref)),
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt((err**2).mean())),
+        "r2": float(1 - (err**2).sum() / ss) if ss > 0 else None,
+    }
+
+
+def train_property(recipe, base, base_dir, data: dict, console, resume: bool) -> dict:
+    """Train a property head (recipe.property) on the frozen or LoRA-adapted encoder; returns the metrics."""
+    from triscale.finetune.trainer import _load_state, _lr_lambda, _named_trainable, _restore, _save_state
+    from triscale.foundation.graph import collate, graph_to
+
+    opts = recipe.property
+    out = Path(recipe.out)
+    d = data["domain_index"]
+    graphs = data["graphs"]
+    split = data["split"]
+    train = [graphs[i] for i in split["train"]]
+    val = [graphs[i] for i in split["val"]]
+    with torch.random.fork_rng():
+        torch.manual_seed(recipe.seed)
+        if opts.encoder == "lora":
+            lora = (
+                recipe.lora.model_copy(update={"target_modules": "encoder"})
+                if recipe.lora.target_modules in ("encoder+head", "all")
+                else recipe.lora
+            )
+            encoder = A.prepare_model(base, "lora", d, lora)
+        else:
+            encoder = copy.deepcopy(base)
+            for p in encoder.parameters():
+                p.requires_grad_(False)
+        model = PropertyModel(encoder, d, opts.hidden, opts.pooling, opts.key, opts.unit)
+    mean, std = _target_stats(train, opts.pooling)
+    model.target_mean.fill_(mean)
+    model.target_std.fill_(std)
+    dtype = next(base.parameters()).dtype
+    frozen = opts.encoder == "frozen"
+    cache: dict[int, torch.Tensor] = {}
+
+    def features(index_graphs: list[tuple[int, dict]]):
+        batch = graph_to(collate([g for _, g in index_graphs]), dtype)
+        if not frozen:
+            return model.features(batch), batch
+        missing = [(i, g) for i, g in index_graphs if i not in cache]
+        if missing:  # frozen encoder: each structure's features are computed once
+            with torch.no_grad():
+                mb = graph_to(collate([g for _, g in missing]), dtype)
+                s = model.features(mb)
+                for j, (i, _) in enumerate(missing):
+                    cache[i] = s[mb[K.BATCH] == j]
+        return torch.cat([cache[i] for i, _ in index_graphs]), batch
+
+    def predict(indices: list[int]) -> np.ndarray:
+        model.eval()
+        values = []
+        with torch.no_grad():
+            for start in range(0, len(indices), 64):
+                chunk = [(i, graphs[i]) for i in indices[start : start + 64]]
+                s, batch = features(chunk)
+                z = model.head_output(s, batch[K.BATCH], batch[K.NUM_ATOMS])
+                values.append(model.denormalize(z, batch[K.NUM_ATOMS]).numpy())
+        return np.concatenate(values)
+
+    def targets(indices: list[int]) -> np.ndarray:
+        return np.array([float(graphs[i][D.PROPERTY][0]) for i in indices])
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
+    total = (
+        recipe.epochs * steps_per_epoch
+        if recipe.max_steps is None
+        else min(recipe.max_steps, recipe.epochs * steps_per_epoch)
+    )
+    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, recipe.schedule))
+    generator = torch.Generator().manual_seed(recipe.seed)
+    progress = {
+        "epoch": 0,
+        "step": 0,
+        "best_val_loss": None,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "stopped": None,
+    }
+    best = None
+    state_dir = out / "state"
+    if resume and (state_dir / "progress.json").exists():
+        progress, best = _load_state(state_dir, model, optimizer, scheduler, generator)
+        console.print(f"[bold]resumed[/] at epoch {progress['epoch']}")
+    console.print(
+        f"[bold]property[/] {opts.key!r} ({opts.pooling} pooling, {opts.encoder} encoder): "
+        f"{sum(p.numel() for p in params):,} trainable parameters, {len(train)} train / {len(val)} val"
+    )
+    t0 = time.perf_counter()
+    log = open(out / "metrics.jsonl", "a" if progress["epoch"] else "w")
+    train_idx = split["train"]
+    while progress["epoch"] < recipe.epochs and progress["stopped"] is None:
+        model.train()
+        losses = []
+        order = torch.randperm(len(train_idx), generator=generator).tolist()
+        for start in range(0, len(order), recipe.batch_size):
+            chunk = [(train_idx[j], graphs[train_idx[j]]) for j in order[start : start + recipe.batch_size]]
+            s, batch = features(chunk)
+            z = model.head_output(s, batch[K.BATCH], batch[K.NUM_ATOMS])
+            y = batch[D.PROPERTY]
+            if opts.pooling == "sum":
+                target = (y / batch[K.NUM_ATOMS].to(torch.float64) - model.target_mean) / model.target_std
+                z = z / batch[K.NUM_ATOMS].to(torch.float64)
+            else:
+                target = (y - model.target_mean) / model.target_std
+            loss = torch.mean((z - target) ** 2)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            progress["step"] += 1
+            losses.append(float(loss.detach()))
+        progress["epoch"] += 1
+        row = {"epoch": progress["epoch"], "step": progress["step"], "train_loss": float(np.mean(losses))}
+        if val:
+            vm = _property_errors(targets(split["val"]), predict(split["val"]))
+            row.update({"val_property_mae": vm["mae"], "val_loss": vm["rmse"] ** 2})
+        else:
+            row["val_loss"] = row["train_loss"]
+        if progress["best_val_loss"] is None or row["val_loss"] < progress["best_val_loss"]:
+            progress.update(best_val_loss=row["val_loss"], best_epoch=progress["epoch"], bad_epochs=0)
+            best = {n: p.detach().cpu().clone() for n, p in _named_trainable(model).items()}
+        else:
+            progress["bad_epochs"] += 1
+            if progress["bad_epochs"] >= recipe.patience:
+                progress["stopped"] = "early_stopping"
+        if recipe.max_steps is not None and progress["step"] >= recipe.max_steps:
+            progress["stopped"] = "max_steps"
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        if progress["epoch"] % recipe.checkpoint_every == 0 or progress["stopped"]:
+            _save_state(state_dir, model, optimizer, scheduler, generator, progress, best)
+    log.close()
+    if best is not None:
+        _restore(model, best)
+    model.eval()
+    preds = {s: (targets(split[s]), predict(split[s])) for s in ("train", "val", "test") if split[s]}
+    metrics = {
+        "property": opts.key,
+        "unit": opts.unit,
+        "pooling": opts.pooling,
+        "encoder": opts.encoder,
+        "epochs": progress["epoch"],
+        "best_epoch": progress["best_epoch"],
+        "stop_reason": progress["stopped"] or "epochs",
+        "train_seconds": time.perf_counter() - t0,
+        **{s: _property_errors(*p) for s, p in preds.items()},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    save_property_model(
+        model,
+        out,
+        {
+            "method": "property",
+            "domain": data["domain"],
+            "base": {
+                "name": recipe.base,
+                "path": str(base_dir),
+                "sha256": A.checkpoint_sha256(base_dir),
+                "fingerprint": A.state_fingerprint(base),
+            },
+            "property": {
+                "key": opts.key,
+                "unit": opts.unit,
+                "pooling": opts.pooling,
+                "encoder": opts.encoder,
+                "hidden": opts.hidden,
+            },
+            "data": data["summary"],
+            "metrics": metrics,
+            "recipe": recipe.model_dump(),
+        },
+    )
+    if recipe.plots:
+        from triscale.finetune.plots import property_parity_plot
+
+        property_parity_plot(preds, out / "parity.png", opts.key, opts.unit)
+    console.print(
+        f"[green]done[/] {out}: "
+        + ", ".join(f"{s} MAE {m['mae']:.4g} {opts.unit}" for s, m in metrics.items() if isinstance(m, dict))
+    )
+    return metrics
+
+
+def save_property_model(model: PropertyModel, out_dir: str | Path, metadata: dict) -> Path:
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if A.is_peft(model.model):
+        model.model.save_pretrained(str(out))
+    tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+    tensors["target_mean"] = model.target_mean.detach().cpu().reshape(1)
+    tensors["target_std"] = model.target_std.detach().cpu().reshape(1)
+    save_file(tensors, str(out / HEAD_FILE))
+    meta = {"format": A.FORMAT, "format_version": A.FORMAT_VERSION, **metadata}
+    (out / A.META_FILE).write_text(json.dumps(meta, indent=1))
+    return out
+
+
+def load_property_model(adapter_dir: str | Path, base=None, check_base: bool = True) -> PropertyModel:
+    """A :class:`PropertyModel` from a property adapter directory; ``base`` defaults to the checkpoint recorded in
+    its metadata."""
+    from safetensors.torch import load_file
+
+    adapter_dir = Path(adapter_dir)
+    meta = A.read_metadata(adapter_dir)
+    prop = meta.get("property")
+    if not prop:
+        raise ValueError(f"{adapter_dir} is not a property adapter (method {meta.get('method')!r})")
+    if base is None:
+        from triscale.finetune.trainer import load_base
+
+        path = meta["base"].get("path")
+        base, _ = load_base(path if path and Path(path).is_dir() else meta["base"]["name"])
+    if check_base:
+        A._check_base(base, meta, adapter_dir)
+    encoder = copy.deepcopy(A.unwrap(base))
+    if prop["encoder"] == "lora":
+        from peft import PeftModel
+
+        encoder = PeftModel.from_pretrained(encoder, str(adapter_dir))
+    domain_index = A.unwrap(encoder).config.domain_index(meta["domain"])
+    model = PropertyModel(
+        encoder, domain_index, prop["hidden"], prop["pooling"], prop["key"], prop.get("unit", "")
+    )
+    tensors = load_file(str(adapter_dir / HEAD_FILE))
+    model.head.load_state_dict({k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")})
+    with torch.no_grad():
+        model.target_mean.fill_(float(tensors["target_mean"][0]))
+        model.target_std.fill_(float(tensors["target_std"][0]))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()

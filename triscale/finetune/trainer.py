@@ -1,0 +1,618 @@
+"""The fine-tuning loop (``triscale finetune``): data checks, E0 refit, replay, training with early stopping,
+checkpoint/resume, metrics, plots, adapter export, committees with calibration.
+
+Layout of ``recipe.out``::
+
+    OUT/adapter_config.json, adapter_model.safetensors    PEFT LoRA adapter (method lora)
+    OUT/triscale_weights.safetensors                      E0/statistics buffers (+ trained tensors for heads/full)
+    OUT/triscale_adapter.json                             metadata: base hash, domain, E0, data summary, metrics
+    OUT/metrics.json, metrics.jsonl                       final metrics; one line per epoch
+    OUT/parity.png, learning_curve.png                    plots
+    OUT/state/                                            checkpoint for resume (deleted by nothing; small)
+
+With ``committee: K`` each member is such a directory ``OUT/member-k`` and ``OUT`` holds the committee metadata,
+its metrics (with calibration) and plots.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from triscale.finetune import adapters as A
+from triscale.finetune import data as D
+from triscale.finetune.recipe import FinetuneRecipe
+from triscale.foundation import keys as K
+
+REF_WEIGHT = (
+    "REF_weight"  # (B,) float64: loss weight of each structure (1 for the user's data, replay weight else)
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loss
+def weighted_loss(out: dict, batch: dict, weights) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-structure-weighted MSE of energy per atom, force components and stress (labels that are present)."""
+    from triscale.foundation.training import _voigt_to_3x3
+
+    gw = batch[REF_WEIGHT]
+    aw = gw[batch[K.BATCH]]
+    total = torch.zeros((), dtype=torch.float64)
+    logs: dict[str, float] = {}
+    e = (out[K.ENERGY] - batch[K.REF_ENERGY]) / batch[K.NUM_ATOMS].to(torch.float64)
+    terms = [("energy", e, gw, weights.energy)]
+    f = out[K.FORCES].to(torch.float64) - batch[K.REF_FORCES]
+    terms.append(("forces", f, aw.unsqueeze(-1).expand_as(f), weights.forces))
+    if K.STRESS in out:
+        s = out[K.STRESS].to(torch.float64) - _voigt_to_3x3(batch[K.REF_STRESS])
+        terms.append(("stress", s, gw.view(-1, 1, 1).expand_as(s), weights.stress))
+    for name, diff, w, factor in terms:
+        mask = torch.isfinite(diff)
+        if not bool(mask.any()):
+            continue
+        d = torch.where(mask, diff, torch.zeros_like(diff))
+        wm = torch.where(mask, w, torch.zeros_like(w))
+        mse = (wm * d**2).sum() / wm.sum().clamp(min=1e-12)
+        if factor > 0:
+            total = total + factor * mse
+        user = mask & (w == 1.0)
+        if bool(user.any()):
+            logs[name] = float(d.detach().abs()[user].mean())
+    return total, logs
+
+
+def _with_weight(graph: dict, weight: float) -> dict:
+    g = dict(graph)
+    g[REF_WEIGHT] = torch.tensor([weight], dtype=torch.float64)
+    return g
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checkpoints
+def _atomic_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _named_trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_state(
+    state_dir: Path, model, optimizer, scheduler, generator, progress: dict, best: dict | None
+) -> None:
+    """Trainable weights (safetensors), optimizer/scheduler/RNG (torch.save), then the progress counter
+    atomically: a kill in between resumes from the previous epoch's counter with at worst newer weights."""
+    from safetensors.torch import save_file
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {n: p.detach().cpu().contiguous() for n, p in _named_trainable(model).items()},
+        str(state_dir / "weights.safetensors"),
+    )
+    if best is not None:
+        save_file({n: t.contiguous() for n, t in best.items()}, str(state_dir / "best.safetensors"))
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "generator": generator.get_state(),
+        },
+        state_dir / "optimizer.pt.tmp",
+    )
+    os.replace(state_dir / "optimizer.pt.tmp", state_dir / "optimizer.pt")
+    _atomic_json(state_dir / "progress.json", progress)
+
+
+def _load_state(state_dir: Path, model, optimizer, scheduler, generator) -> tuple[dict, dict | None]:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(state_dir / "weights.safetensors"))
+    params = _named_trainable(model)
+    if set(weights) != set(params):
+        raise ValueError(
+            f"{state_dir}: the checkpoint does not match this recipe's trainable tensors; "
+            "use a new --out or --fresh"
+        )
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    extra = torch.load(state_dir / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    generator.set_state(extra["generator"])
+    best_path = state_dir / "best.safetensors"
+    best = load_file(str(best_path)) if best_path.exists() else None
+    return json.loads((state_dir / "progress.json").read_text()), best
+
+
+def _restore(model, tensors: dict[str, torch.Tensor]) -> None:
+    params = _named_trainable(model)
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# predictions and metrics
+@torch.no_grad()
+def predict_graphs(model, graphs: list[dict], batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Energies (B,), forces (N, 3) (and the labels) of labelled graphs, model in eval mode."""
+    from triscale.foundation.graph import graph_to
+    from triscale.foundation.training import batches
+
+    was_training = model.training
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    energy, forces, ref_e, ref_f, n_atoms = [], [], [], [], []
+    for batch in batches(graphs, batch_size, None, shuffle=False):
+        out = model(graph_to(batch, dtype), compute_forces=True, compute_stress=False, create_graph=False)
+        energy.append(out[K.ENERGY].to(torch.float64).numpy())
+        forces.append(out[K.FORCES].to(torch.float64).numpy())
+        ref_e.append(batch[K.REF_ENERGY].numpy())
+        ref_f.append(batch[K.REF_FORCES].numpy())
+        n_atoms.append(batch[K.NUM_ATOMS].numpy())
+    model.train(was_training)
+    return {
+        "energy": np.concatenate(energy),
+        "forces": np.concatenate(forces),
+        "ref_energy": np.concatenate(ref_e),
+        "ref_forces": np.concatenate(ref_f),
+        "n_atoms": np.concatenate(n_atoms).astype(np.float64),
+    }
+
+
+def errors(pred: dict[str, np.ndarray]) -> dict[str, float]:
+    """MAE/RMSE of energy (meV/atom and meV per structure) and forces (meV/Å per component)."""
+    e = pred["energy"] - pred["ref_energy"]
+    e_atom = e / pred["n_atoms"]
+    f = (pred["forces"] - pred["ref_forces"]).ravel()
+    out = {"n_structures": int(len(e))}
+    if np.isfinite(e).any():
+        out.update(
+            {
+                "energy_mae_meV_per_atom": 1000 * float(np.nanmean(np.abs(e_atom))),
+                "energy_rmse_meV_per_atom": 1000 * float(np.sqrt(np.nanmean(e_atom**2))),
+                "energy_mae_meV": 1000 * float(np.nanmean(np.abs(e))),
+            }
+        )
+    if np.isfinite(f).any():
+        out.update(
+            {
+                "forces_mae_meV_per_A": 1000 * float(np.nanmean(np.abs(f))),
+                "forces_rmse_meV_per_A": 1000 * float(np.sqrt(np.nanmean(f**2))),
+            }
+        )
+    return out
+
+
+def _val_loss(metrics: dict, weights) -> float:
+    loss = 0.0
+    if "energy_rmse_meV_per_atom" in metrics:
+        loss += weights.energy * (metrics["energy_rmse_meV_per_atom"] / 1000) ** 2
+    if "forces_rmse_meV_per_A" in metrics:
+        loss += weights.forces * (metrics["forces_rmse_meV_per_A"] / 1000) ** 2
+    return loss
+
+
+def calibration(member_preds: list[dict[str, np.ndarray]]) -> dict:
+    """Committee mean errors and the Spearman rank correlation between the committee's standard deviation and the
+    actual error of its mean: per structure (energy) and per atom (force vector norm)."""
+    from scipy.stats import spearmanr
+
+    energies = np.stack([p["energy"] for p in member_preds])
+    forces = np.stack([p["forces"] for p in member_preds])
+    ref = member_preds[0]
+    e_err = np.abs(energies.mean(0) - ref["ref_energy"])
+    e_std = energies.std(0)
+    f_err = np.linalg.norm(forces.mean(0) - ref["ref_forces"], axis=-1)
+    f_std = np.sqrt((forces.std(0) ** 2).sum(-1))
+    out = {
+        "n_structures": int(len(e_err)),
+        "energy_spearman": float(spearmanr(e_std, e_err).statistic) if len(e_err) > 2 else None,
+        "forces_spearman": float(spearmanr(f_std, f_err).statistic) if len(f_err) > 2 else None,
+        "energy_mean_std_meV": 1000 * float(e_std.mean()),
+        "energy_mae_meV": 1000 * float(e_err.mean()),
+        "forces_mean_std_meV_per_A": 1000 * float(f_std.mean()),
+        "forces_mean_error_norm_meV_per_A": 1000 * float(f_err.mean()),
+    }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the run
+def _console(enabled: bool):
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=not enabled)
+
+
+def _domain_of(recipe: FinetuneRecipe, records: list[dict], domains: list[str]) -> str:
+    if recipe.domain is not None:
+        if recipe.domain not in domains:
+            raise ValueError(f"unknown domain {recipe.domain!r}; the base model has {domains}")
+        return recipe.domain
+    periodic = [bool(np.any(r["pbc"])) for r in records]
+    if all(periodic):
+        return "material"
+    if not any(periodic):
+        return "molecule"
+    raise D.DatasetError(
+        "the data mixes periodic and non-periodic structures; choose the domain with --domain"
+    )
+
+
+def load_base(name_or_path: str):
+    from triscale.foundation.checkpoints import load_checkpoint, resolve_checkpoint
+
+    base_dir = resolve_checkpoint(name_or_path)
+    model = load_checkpoint(base_dir)
+    return model, base_dir
+
+
+def prepare_data(recipe: FinetuneRecipe, base) -> dict:
+    """Read, validate, convert and split the user's data; labelled graphs per split and a summary."""
+    from triscale.foundation.training import record_to_graph
+
+    prop = recipe.property.key if recipe.property else None
+    records = D.read_records(recipe.data, property_key=prop)
+    D.validate_records(
+        records,
+        base.config.supported_elements,
+        source=recipe.data,
+        need_energy=prop is None,
+        need_forces=prop is None and recipe.loss.forces > 0,
+        property_key=prop,
+        min_structures=recipe.min_structures,
+    )
+    records = D.convert_units(records, recipe.energy_unit, recipe.length_unit)
+    domain = _domain_of(recipe, records, base.config.domains)
+    d = base.config.domains.index(domain)
+    graphs = []
+    for row in records:
+        g = record_to_graph(row, base.config.cutoff, d)
+        if prop is not None:
+            g[D.PROPERTY] = torch.tensor([float(row[D.PROPERTY])], dtype=torch.float64)
+        graphs.append(_with_weight(g, 1.0))
+    split = D.split_indices(records, recipe.val_fraction, recipe.seed, use_data_split=recipe.split == "data")
+    if len(split["train"]) < 1:
+        raise D.DatasetError(f"{recipe.data}: no training structures left after the validation split")
+    summary = D.summarize(records, recipe.data)
+    summary.update({f"n_{k}": len(v) for k, v in split.items()})
+    return {"graphs": graphs, "split": split, "domain": domain, "domain_index": d, "summary": summary}
+
+
+def finetune(recipe: FinetuneRecipe, resume: bool = True) -> dict:
+    """Run a fine-tuning recipe; returns the final metrics (also written to ``OUT/metrics.json``)."""
+    torch.set_num_threads(recipe.num_threads)  # a CLI entry point: the process is ours
+    console = _console(recipe.progress)
+    out = Path(recipe.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base, base_dir = load_base(recipe.base)
+    data = prepare_data(recipe, base)
+    console.print(
+        f"[bold]data[/]: {data['summary']['n_structures']} structures "
+        f"({', '.join(f'{k} {len(v)}' for k, v in data['split'].items())}), domain {data['domain']}"
+    )
+    if recipe.property is not None:
+        from triscale.finetune.property import train_property
+
+        return train_property(recipe, base, base_dir, data, console, resume)
+
+    d = data["domain_index"]
+    graphs = data["graphs"]
+    train = [graphs[i] for i in data["split"]["train"]]
+    adapted_base = copy.deepcopy(base)
+    if recipe.e0 == "refit":
+        e0, e0_info = D.refit_reference_energies(base, train, d)
+        with torch.no_grad():
+            adapted_base.atomic_energies[d] = torch.as_tensor(e0, dtype=torch.float64)
+        console.print(
+            f"[bold]E0 refit[/] ({e0_info['mode']}): energy MAE "
+            f"{1000 * e0_info['mae_before_eV_per_atom']:.1f} -> {1000 * e0_info['mae_after_eV_per_atom']:.1f} "
+            "meV/atom on the training set"
+        )
+    else:
+        e0_info = {"mode": "keep"}
+    replay, replay_info = [], {"enabled": False}
+    if recipe.replay.enabled:
+        replay, replay_info = D.build_replay(adapted_base, recipe.replay, base.config.domains, recipe.seed)
+        replay = [_with_weight(g, recipe.replay.weight) for g in replay]
+        replay_info["enabled"] = True
+        console.print(f"[bold]replay[/]: {len(replay)} structures labelled by the base model")
+    common = {
+        "method": recipe.method,
+        "domain": data["domain"],
+        "base": {
+            "name": recipe.base,
+            "path": str(base_dir),
+            "sha256": A.checkpoint_sha256(base_dir),
+            "fingerprint": A.state_fingerprint(base),
+        },
+        "e0_fit": e0_info,
+        "data": data["summary"],
+        "replay": replay_info,
+        "recipe": recipe.model_dump(),
+    }
+    if recipe.committee == 1:
+        return train_member(
+            recipe, base, adapted_base, data, replay, out, recipe.seed, common, console, resume
+        )
+    members = []
+    for k in range(recipe.committee):
+        console.print(f"[bold]committee member {k + 1}/{recipe.committee}[/]")
+        member_seed = recipe.seed + 1000 * (k + 1)
+        members.append(
+            train_member(
+                recipe,
+                base,
+                adapted_base,
+                data,
+                replay,
+                out / f"member-{k}",
+                member_seed,
+                common,
+                console,
+                resume,
+                bootstrap=recipe.bootstrap,
+            )
+        )
+    return finish_committee(recipe, base, data, out, common, members, console)
+
+
+def _lr_lambda(total_steps: int, schedule: str):
+    warmup = max(1, min(50, total_steps // 20))
+
+    def factor(step: int) -> float:
+        if schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train_member(
+    recipe,
+    base,
+    adapted_base,
+    data,
+    replay,
+    out: Path,
+    seed: int,
+    common: dict,
+    console,
+    resume: bool,
+    bootstrap: bool = False,
+) -> dict:
+    """Train one adapter into ``out``; returns its metrics."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from triscale.foundation.graph import collate, graph_to
+
+    out.mkdir(parents=True, exist_ok=True)
+    d = data["domain_index"]
+    graphs = data["graphs"]
+    train_idx = data["split"]["train"]
+    if bootstrap:
+        train_idx = D.bootstrap(train_idx, seed)
+    train = [graphs[i] for i in train_idx]
+    val = [graphs[i] for i in data["split"]["val"]]
+    test = [graphs[i] for i in data["split"]["test"]]
+    # Seeded locally: LoRA init with nonzero weights (none by default) and dropout use torch's global RNG, so the
+    # member's setup runs under a forked RNG with its own seed.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = A.prepare_model(adapted_base, recipe.method, d, recipe.lora)
+    params = [p for p in model.parameters() if p.requires_grad]
+    counts = A.count_parameters(model)
+    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
+    total_steps = recipe.epochs * steps_per_epoch
+    if recipe.max_steps is not None:
+        total_steps = min(total_steps, recipe.max_steps)
+    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, recipe.schedule))
+    generator = torch.Generator().manual_seed(seed)
+    state_dir = out / "state"
+    progress = {
+        "epoch": 0,
+        "step": 0,
+        "best_val_loss": None,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "stopped": None,
+    }
+    best = None
+    metrics_path = out / "metrics.jsonl"
+    if resume and (state_dir / "progress.json").exists():
+        progress, best = _load_state(state_dir, model, optimizer, scheduler, generator)
+        console.print(f"[bold]resumed[/] {out} at epoch {progress['epoch']} (step {progress['step']})")
+        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+        metrics_path.write_text(
+            "".join(line + "\n" for line in lines if json.loads(line)["epoch"] <= progress["epoch"])
+        )
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    console.print(
+        f"[bold]{recipe.method}[/]: {counts['trainable']:,} of {counts['total']:,} parameters trainable, "
+        f"{len(train)} train / {len(val)} val structures, lr {recipe.learning_rate:g}"
+    )
+    dtype = next(model.parameters()).dtype
+    t0 = time.perf_counter()
+    log = open(metrics_path, "a")
+    progress_bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not recipe.progress,
+    )
+    with progress_bar:
+        task = progress_bar.add_task("epochs", total=recipe.epochs, completed=progress["epoch"], info="")
+        while progress["epoch"] < recipe.epochs and progress["stopped"] is None:
+            if recipe.max_steps is not None and progress["step"] >= recipe.max_steps:
+                progress["stopped"] = "max_steps"
+                break
+            model.train()
+            sums: dict[str, list[float]] = {}
+            losses = []
+            for batch_graphs in _epoch(train, recipe.batch_size, generator):
+                if replay:
+                    pick = torch.randint(
+                        len(replay), (recipe.replay.per_batch,), generator=generator
+                    ).tolist()
+                    batch_graphs = batch_graphs + [replay[i] for i in pick]
+                batch = graph_to(collate(batch_graphs), dtype)
+                has_stress = bool(torch.isfinite(batch[K.REF_STRESS]).any())
+                out_b = model(batch, compute_forces=True, compute_stress=has_stress, create_graph=True)
+                loss, logs = weighted_loss(out_b, batch, recipe.loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                progress["step"] += 1
+                losses.append(float(loss.detach()))
+                for k, v in logs.items():
+                    sums.setdefault(k, []).append(v)
+                if recipe.max_steps is not None and progress["step"] >= recipe.max_steps:
+                    break
+            progress["epoch"] += 1
+            row = {
+                "epoch": progress["epoch"],
+                "step": progress["step"],
+                "train_loss": float(np.mean(losses)),
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": time.perf_counter() - t0,
+            }
+            row.update(
+                {
+                    f"train_{k}_mae_{'meV_per_atom' if k == 'energy' else 'meV_per_A'}": 1000
+                    * float(np.mean(v))
+                    for k, v in sums.items()
+                    if k in ("energy", "forces")
+                }
+            )
+            if val:
+                vm = errors(predict_graphs(model, val))
+                row.update({f"val_{k}": v for k, v in vm.items() if k != "n_structures"})
+                val_loss = _val_loss(vm, recipe.loss)
+            else:
+                val_loss = row["train_loss"]
+            row["val_loss"] = val_loss
+            if progress["best_val_loss"] is None or val_loss < progress["best_val_loss"]:
+                progress.update(best_val_loss=val_loss, best_epoch=progress["epoch"], bad_epochs=0)
+                best = {n: p.detach().cpu().clone() for n, p in _named_trainable(model).items()}
+            else:
+                progress["bad_epochs"] += 1
+                if progress["bad_epochs"] >= recipe.patience:
+                    progress["stopped"] = "early_stopping"
+            if progress["epoch"] >= recipe.epochs and progress["stopped"] is None:
+                progress["stopped"] = "epochs"
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            info = (
+                (
+                    f"val E {row.get('val_energy_mae_meV_per_atom', float('nan')):.2f} meV/at "
+                    f"F {row.get('val_forces_mae_meV_per_A', float('nan')):.1f} meV/Å"
+                )
+                if val
+                else ""
+            )
+            progress_bar.update(task, completed=progress["epoch"], info=info)
+            if progress["epoch"] % recipe.checkpoint_every == 0 or progress["stopped"]:
+                _save_state(state_dir, model, optimizer, scheduler, generator, progress, best)
+    log.close()
+    if progress["stopped"] is None:
+        progress["stopped"] = "max_steps" if recipe.max_steps is not None else "epochs"
+    if best is not None:
+        _restore(model, best)
+    model.eval()
+    preds = {"train": predict_graphs(model, [graphs[i] for i in data["split"]["train"]])}
+    if val:
+        preds["val"] = predict_graphs(model, val)
+    if test:
+        preds["test"] = predict_graphs(model, test)
+    metrics = {
+        "method": recipe.method,
+        "seed": seed,
+        "parameters": counts,
+        "epochs": progress["epoch"],
+        "steps": progress["step"],
+        "best_epoch": progress["best_epoch"],
+        "stop_reason": progress["stopped"],
+        "train_seconds": time.perf_counter() - t0,
+        **{split: errors(p) for split, p in preds.items()},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    meta = {**common, "metrics": metrics, "bootstrap": bootstrap, "seed": seed}
+    A.save_adapter(model, out, meta)
+    if recipe.plots:
+        from triscale.finetune.plots import learning_curve, parity_plot
+
+        parity_plot(preds, out / "parity.png", title=f"{recipe.method} fine-tuning, {out.name}")
+        learning_curve(metrics_path, out / "learning_curve.png")
+    console.print(
+        f"[green]done[/] {out}: "
+        + ", ".join(
+            f"{s} E {m.get('energy_mae_meV_per_atom', float('nan')):.2f} meV/atom F "
+            f"{m.get('forces_mae_meV_per_A', float('nan')):.1f} meV/Å"
+            for s, m in metrics.items()
+            if isinstance(m, dict) and "n_structures" in m
+        )
+    )
+    return metrics
+
+
+def _epoch(graphs: list[dict], batch_size: int, generator: torch.Generator):
+    order = torch.randperm(len(graphs), generator=generator).tolist()
+    for start in range(0, len(order), batch_size):
+        yield [graphs[i] for i in order[start : start + batch_size]]
+
+
+def finish_committee(recipe, base, data, out: Path, common: dict, members: list[dict], console) -> dict:
+    """Committee metadata, mean-prediction metrics and calibration on validation (and test) structures."""
+    names = [f"member-{k}" for k in range(len(members))]
+    meta = {"format": A.FORMAT, "format_version": A.FORMAT_VERSION, **common, "committee": names}
+    (out / A.META_FILE).write_text(json.dumps(meta, indent=1))
+    models = A.attach_adapters(base, out)
+    graphs = data["graphs"]
+    metrics: dict = {"method": recipe.method, "committee": len(members), "members": members}
+    preds_for_plot = {}
+    for split in ("val", "test"):
+        subset = [graphs[i] for i in data["split"][split]]
+        if not subset:
+            continue
+        member_preds = [predict_graphs(m, subset) for m in models]
+        mean = dict(member_preds[0])
+        mean["energy"] = np.mean([p["energy"] for p in member_preds], axis=0)
+        mean["forces"] = np.mean([p["forces"] for p in member_preds], axis=0)
+        mean["energy_std"] = np.std([p["energy"] for p in member_preds], axis=0)
+        metrics[split] = errors(mean)
+        metrics[f"{split}_calibration"] = calibration(member_preds)
+        preds_for_plot[split] = mean
+    meta["metrics"] = {k: v for k, v in metrics.items() if k != "members"}
+    (out / A.META_FILE).write_text(json.dumps(meta, indent=1))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if recipe.plots and preds_for_plot:
+        from triscale.finetune.plots import parity_plot
+
+        parity_plot(preds_for_plot, out / "parity.png", title=f"{recipe.method} committee of {len(members)}")
+    cal = metrics.get("val_calibration", {})
+    console.print(
+        f"[green]committee[/] {out}: val Spearman(std, error) energy {cal.get('energy_spearman')}, "
+        f"forces {cal.get('forces_spearman')}"
+    )
+    return metrics
