@@ -58,6 +58,48 @@ def pretrain(
     typer.echo(f"exported {final}")
 
 
+@app.command()
+def datagen(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Data recipe (configs/datagen/*.yaml).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default: the recipe's).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes, one thread each.")] = 1,
+    limit: Annotated[Optional[int], typer.Option(help="Do at most N of the shards still to do.")] = None,
+) -> None:
+    """Generate labelled pretraining data (GFN2-xTB molecules, CHGNet materials); resumes where it stopped."""
+    from triscale.foundation.datagen import run_datagen_cli
+
+    run_datagen_cli(config, out=out, workers=workers, limit=limit)
+
+
+@app.command()
+def finetune(
+    data: Annotated[Optional[str], typer.Option(help="extxyz / ASE db / HF dataset (or CSV for --property).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="lora | heads | full (default lora).")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Output directory (adapter, metrics, plots).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Recipe (configs/finetune/*.yaml).")] = None,
+    base: Annotated[Optional[str], typer.Option(help="Base checkpoint name or directory.")] = None,
+    domain: Annotated[Optional[str], typer.Option(help="molecule | material; default: by periodicity.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    committee: Annotated[Optional[int], typer.Option(help="Train K adapters for uncertainty.")] = None,
+    rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
+    replay: Annotated[Optional[bool], typer.Option("--replay/--no-replay", help="Replay base predictions.")] = None,
+    property_key: Annotated[Optional[str], typer.Option("--property", help="Train a scalar head on this key.")] = None,
+    energy_unit: Annotated[Optional[str], typer.Option(help="eV (default), kcal/mol, Hartree, ...")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore a checkpoint in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+) -> None:
+    """Fine-tune the foundation model on your data: LoRA/heads/full adapters, E0 refit, committees."""
+    from triscale.finetune.cli import run_finetune
+
+    run_finetune(
+        config=config, data=data, method=method, out=out, base=base, domain=domain, epochs=epochs,
+        committee=committee, rank=rank, lr=lr, max_steps=max_steps, replay=replay, property_key=property_key,
+        energy_unit=energy_unit, fresh=fresh, quiet=quiet,
+    )
+
+
 @app.command("run")
 def run_workflow_cmd(
     workflow: Annotated[Path, typer.Argument(help="Workflow YAML (see configs/workflows/).")],
