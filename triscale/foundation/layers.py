@@ -75,19 +75,39 @@ class Interaction(nn.Module):
         self.context = MLP(channels, channels, 3 * channels)
         self.filter = nn.Linear(num_radial, 3 * channels)
 
-    def forward(self, s, v, radial, envelope, unit, edge_index, norm: float, first_layer_zero_vectors=False):
+    def forward(self, s, v, radial, envelope, unit, edge_index, norm: float, first_layer_zero_vectors=False,
+                edge_chunk: int | None = None):
+        """Updated (s, v). With ``edge_chunk``, edges are processed in checkpointed chunks: activations of only one
+        chunk are alive at a time (recomputed in the backward pass), so memory stays O(atoms + chunk)."""
+        context = self.context(s)
+        n = s.shape[0]
         receiver, sender = edge_index[0], edge_index[1]
+        n_edges = receiver.shape[0]
+        if edge_chunk is None or n_edges <= edge_chunk:
+            ds, dv = self._messages(context, v, radial, envelope, unit, receiver, sender, n, first_layer_zero_vectors)
+        else:
+            from torch.utils.checkpoint import checkpoint
+
+            ds, dv = 0.0, 0.0
+            for start in range(0, n_edges, edge_chunk):
+                sl = slice(start, start + edge_chunk)
+                ds_c, dv_c = checkpoint(
+                    self._messages, context, v, radial[sl], envelope[sl], unit[sl], receiver[sl], sender[sl], n,
+                    first_layer_zero_vectors, use_reentrant=False,
+                )
+                ds, dv = ds + ds_c, dv + dv_c
+        return s + ds * norm, v + dv * norm
+
+    def _messages(self, context, v, radial, envelope, unit, receiver, sender, n: int, first_layer_zero_vectors: bool):
+        """Summed messages onto receivers: scalars (N, F) and vectors (N, 3, F)."""
         weights = self.filter(radial) * envelope.unsqueeze(-1)
         # index_select rather than fancy indexing: its backward is an index_add, several times faster on CPU
-        x = torch.index_select(self.context(s), 0, sender) * weights
+        x = torch.index_select(context, 0, sender) * weights
         ds, dv_v, dv_r = torch.split(x, self.channels, dim=-1)
         dv = dv_r.unsqueeze(1) * unit.unsqueeze(-1)
         if not first_layer_zero_vectors:  # v is identically zero before the first interaction
             dv = dv + torch.index_select(v, 0, sender) * dv_v.unsqueeze(1)
-        n = s.shape[0]
-        s = s + scatter_sum(ds, receiver, n) * norm
-        v = v + scatter_sum(dv, receiver, n) * norm
-        return s, v
+        return scatter_sum(ds, receiver, n), scatter_sum(dv, receiver, n)
 
 
 class Update(nn.Module):

@@ -103,8 +103,15 @@ class FoundationModel(PreTrainedModel):
         return [name for name, module in self.named_modules() if isinstance(module, nn.Linear)]
 
     # ------------------------------------------------------------------------------------------------------
-    def encode(self, graph: dict[str, torch.Tensor], positions: torch.Tensor, cell: torch.Tensor):
-        """Scalar (N, F) and vector (N, 3, F) features; ``positions``/``cell`` may carry autograd history."""
+    #: edges per checkpointed chunk when evaluating without a double-backward graph (memory ~ this x 4F floats)
+    inference_edge_chunk: int = 32_768
+
+    def encode(self, graph: dict[str, torch.Tensor], positions: torch.Tensor, cell: torch.Tensor,
+               edge_chunk: int | None = None):
+        """Scalar (N, F) and vector (N, 3, F) features; ``positions``/``cell`` may carry autograd history.
+
+        ``edge_chunk``: process edges in checkpointed chunks of this size (bounded memory; not for double backward).
+        """
         numbers = graph[K.ATOMIC_NUMBERS]
         batch = graph[K.BATCH]
         edge_index = graph[K.EDGE_INDEX]
@@ -121,7 +128,9 @@ class FoundationModel(PreTrainedModel):
         v = s.new_zeros((s.shape[0], 3, s.shape[1]))
         norm = 1.0 / self.config.avg_num_neighbors
         for layer, (interaction, update) in enumerate(zip(self.interactions, self.updates)):
-            s, v = interaction(s, v, radial, envelope, unit, edge_index, norm, first_layer_zero_vectors=layer == 0)
+            s, v = interaction(
+                s, v, radial, envelope, unit, edge_index, norm, first_layer_zero_vectors=layer == 0, edge_chunk=edge_chunk
+            )
             s, v = update(s, v)
         return s, v
 
@@ -167,7 +176,9 @@ class FoundationModel(PreTrainedModel):
                 sym = 0.5 * (strain + strain.transpose(1, 2))
                 positions = positions + torch.einsum("ni,nij->nj", positions, sym[batch])
                 cell = cell + torch.bmm(cell, sym)
-            s, v = self.encode(graph, positions, cell)
+            # Large inference graphs go through checkpointed edge chunks (bounded memory); training keeps the
+            # plain path, which double backward needs.
+            s, v = self.encode(graph, positions, cell, edge_chunk=None if create_graph else self.inference_edge_chunk)
             atomic = self.atomic_energies_of(s, graph)
             energy = scatter_sum(atomic, batch, n_graphs)
             out: dict[str, torch.Tensor] = {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic}
