@@ -90,11 +90,16 @@ def main() -> None:
                     atoms.get_potential_energy()
                     atoms.get_forces()
                     times.append(time.perf_counter() - t)
-                print(json.dumps({"model": name, "structure": label, "n_atoms": len(atoms),
-                                  "seconds": float(np.median(times))}), flush=True)
+                print(
+                    json.dumps(
+                        {"model": name, "structure": label, "n_atoms": len(atoms), "seconds": float(np.median(times))}
+                    ),
+                    flush=True,
+                )
             except Exception as err:
-                print(json.dumps({"model": name, "structure": label, "error": f"{type(err).__name__}: {err}"}),
-                      flush=True)
+                print(
+                    json.dumps({"model": name, "structure": label, "error": f"{type(err).__name__}: {err}"}), flush=True
+                )
 
 
 if __name__ == "__main__":

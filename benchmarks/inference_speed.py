@@ -91,7 +91,9 @@ def main() -> None:
     ours = f"TriScale ({label})"
     calc = TriScaleCalculator(model, dtype="float32")
     for name, atoms in structures.items():
-        rows.append({"model": ours, "structure": name, "n_atoms": len(atoms), "seconds": time_calc(calc, atoms, args.repeats)})
+        rows.append(
+            {"model": ours, "structure": name, "n_atoms": len(atoms), "seconds": time_calc(calc, atoms, args.repeats)}
+        )
 
     if not args.no_chgnet:
         try:
@@ -104,8 +106,14 @@ def main() -> None:
                     atoms.set_cell([30.0] * 3)
                     atoms.center()
                     atoms.pbc = True
-                rows.append({"model": "CHGNet 0.3.0", "structure": name, "n_atoms": len(atoms),
-                             "seconds": time_calc(chg, atoms, args.repeats)})
+                rows.append(
+                    {
+                        "model": "CHGNet 0.3.0",
+                        "structure": name,
+                        "n_atoms": len(atoms),
+                        "seconds": time_calc(chg, atoms, args.repeats),
+                    }
+                )
         except ImportError:
             print("CHGNet not installed (pip install 'triscale[chgnet]'): skipped", file=sys.stderr)
 
@@ -121,8 +129,15 @@ def main() -> None:
                 frames.append(atoms)
             write(path, frames)
             proc = subprocess.run(
-                [args.peer_python, str(Path(__file__).with_name("_peer_e3nn.py")), str(path), str(args.repeats),
-                 str(args.threads)], capture_output=True, text=True,
+                [
+                    args.peer_python,
+                    str(Path(__file__).with_name("_peer_e3nn.py")),
+                    str(path),
+                    str(args.repeats),
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
             )
             for line in proc.stdout.splitlines():
                 if line.startswith("{"):
@@ -163,8 +178,10 @@ def report(rows: list[dict], ours: str, memory: dict, threads: int) -> None:
     for r in rows:
         if "error" in r:
             print(f"note: {r['model']} {r.get('structure', '')}: {r['error'][:200]}")
-    print(f"\nTriScale peak RSS for a {memory['n_atoms']}-atom cell: {memory['peak_rss_GiB']:.2f} GiB "
-          f"({memory['seconds']:.2f} s for energy + forces)")
+    print(
+        f"\nTriScale peak RSS for a {memory['n_atoms']}-atom cell: {memory['peak_rss_GiB']:.2f} GiB "
+        f"({memory['seconds']:.2f} s for energy + forces)"
+    )
 
 
 if __name__ == "__main__":

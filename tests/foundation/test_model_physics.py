@@ -22,7 +22,9 @@ def _random_model(name: str) -> FoundationModel:
         return FoundationModel(config).eval()
 
 
-@pytest.fixture(scope="module", params=[f"config:{n}" for n in MODEL_CONFIGS] + [f"shipped:{n}" for n in available_checkpoints()])
+@pytest.fixture(
+    scope="module", params=[f"config:{n}" for n in MODEL_CONFIGS] + [f"shipped:{n}" for n in available_checkpoints()]
+)
 def model(request):
     kind, name = request.param.split(":")
     return _random_model(name) if kind == "config" else load_checkpoint(name)

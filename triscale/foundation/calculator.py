@@ -114,6 +114,7 @@ class TriScaleCalculator(Calculator):
 
     def _combine(self, members, index: int, atom_slice: slice, periodic: bool, molecular: bool) -> dict:
         """Results of structure ``index`` (its atoms at ``atom_slice``): committee mean, and std if a committee."""
+
         def stack(key, sl=None):
             return np.stack([m[key][sl] if sl is not None else m[key][index] for m in members])
 

@@ -30,12 +30,7 @@ class PolynomialEnvelope(nn.Module):
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         p = self.p
         x = r / self.cutoff
-        u = (
-            1.0
-            - (p + 1) * (p + 2) / 2 * x**p
-            + p * (p + 2) * x ** (p + 1)
-            - p * (p + 1) / 2 * x ** (p + 2)
-        )
+        u = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
         return torch.where(x < 1.0, u, torch.zeros_like(u))
 
 
@@ -75,8 +70,18 @@ class Interaction(nn.Module):
         self.context = MLP(channels, channels, 3 * channels)
         self.filter = nn.Linear(num_radial, 3 * channels)
 
-    def forward(self, s, v, radial, envelope, unit, edge_index, norm: float, first_layer_zero_vectors=False,
-                edge_chunk: int | None = None):
+    def forward(
+        self,
+        s,
+        v,
+        radial,
+        envelope,
+        unit,
+        edge_index,
+        norm: float,
+        first_layer_zero_vectors=False,
+        edge_chunk: int | None = None,
+    ):
         """Updated (s, v). With ``edge_chunk``, edges are processed in checkpointed chunks: activations of only one
         chunk are alive at a time (recomputed in the backward pass), so memory stays O(atoms + chunk)."""
         context = self.context(s)
@@ -92,8 +97,17 @@ class Interaction(nn.Module):
             for start in range(0, n_edges, edge_chunk):
                 sl = slice(start, start + edge_chunk)
                 ds_c, dv_c = checkpoint(
-                    self._messages, context, v, radial[sl], envelope[sl], unit[sl], receiver[sl], sender[sl], n,
-                    first_layer_zero_vectors, use_reentrant=False,
+                    self._messages,
+                    context,
+                    v,
+                    radial[sl],
+                    envelope[sl],
+                    unit[sl],
+                    receiver[sl],
+                    sender[sl],
+                    n,
+                    first_layer_zero_vectors,
+                    use_reentrant=False,
                 )
                 ds, dv = ds + ds_c, dv + dv_c
         return s + ds * norm, v + dv * norm
@@ -130,4 +144,3 @@ class Update(nn.Module):
         v = v + a_vv.unsqueeze(1) * u_v
         s = s + a_sv * torch.sum(u_v * v_v, dim=1) + a_ss
         return s, v
-

@@ -56,7 +56,9 @@ class FoundationModel(PreTrainedModel):
         self.energy_heads = nn.ModuleList([MLP(f, config.head_hidden_channels, 1) for _ in range(n_domains)])
         # Per-domain statistics (buffers: saved, never trained by gradient descent), fitted from data:
         # E0[d, Z] reference energy per element (eV), and scale/shift of the learned per-atom energy (eV).
-        self.register_buffer("atomic_energies", torch.zeros(n_domains, config.max_atomic_number + 1, dtype=torch.float64))
+        self.register_buffer(
+            "atomic_energies", torch.zeros(n_domains, config.max_atomic_number + 1, dtype=torch.float64)
+        )
         self.register_buffer("energy_scale", torch.ones(n_domains, dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros(n_domains, dtype=torch.float64))
         self.property_heads = nn.ModuleDict()
@@ -106,8 +108,9 @@ class FoundationModel(PreTrainedModel):
     #: edges per checkpointed chunk when evaluating without a double-backward graph (memory ~ this x 4F floats)
     inference_edge_chunk: int = 32_768
 
-    def encode(self, graph: dict[str, torch.Tensor], positions: torch.Tensor, cell: torch.Tensor,
-               edge_chunk: int | None = None):
+    def encode(
+        self, graph: dict[str, torch.Tensor], positions: torch.Tensor, cell: torch.Tensor, edge_chunk: int | None = None
+    ):
         """Scalar (N, F) and vector (N, 3, F) features; ``positions``/``cell`` may carry autograd history.
 
         ``edge_chunk``: process edges in checkpointed chunks of this size (bounded memory; not for double backward).
@@ -129,7 +132,15 @@ class FoundationModel(PreTrainedModel):
         norm = 1.0 / self.config.avg_num_neighbors
         for layer, (interaction, update) in enumerate(zip(self.interactions, self.updates)):
             s, v = interaction(
-                s, v, radial, envelope, unit, edge_index, norm, first_layer_zero_vectors=layer == 0, edge_chunk=edge_chunk
+                s,
+                v,
+                radial,
+                envelope,
+                unit,
+                edge_index,
+                norm,
+                first_layer_zero_vectors=layer == 0,
+                edge_chunk=edge_chunk,
             )
             s, v = update(s, v)
         return s, v

@@ -66,8 +66,14 @@ def run_predict(
         if "stress_eV_per_A3" in r:
             extra.append(f"p={-np.mean(r['stress_eV_per_A3'][:3]) * 160.21766:.2f} GPa")
         table.add_row(
-            Path(r["file"]).name, str(r["frame"]), r["formula"], r["domain"], f"{r['energy_eV']:.4f}",
-            f"{r['energy_per_atom_eV']:.4f}", f"{r['max_force_eV_per_A']:.4f}", ", ".join(extra),
+            Path(r["file"]).name,
+            str(r["frame"]),
+            r["formula"],
+            r["domain"],
+            f"{r['energy_eV']:.4f}",
+            f"{r['energy_per_atom_eV']:.4f}",
+            f"{r['max_force_eV_per_A']:.4f}",
+            ", ".join(extra),
         )
     Console().print(table)
     return rows

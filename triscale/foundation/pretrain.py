@@ -186,7 +186,9 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     t0 = time.perf_counter()
     splits = _load_graphs(recipe, config.domains, config.cutoff)
     console.print(
-        f"[bold]data[/]: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + f" ({time.perf_counter() - t0:.0f} s)"
+        "[bold]data[/]: "
+        + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        + f" ({time.perf_counter() - t0:.0f} s)"
     )
     stats_path = out_dir / "statistics.json"
     stats = json.loads(stats_path.read_text()) if resume and stats_path.exists() else None
