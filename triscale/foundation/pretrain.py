@@ -227,7 +227,11 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
 
     generator = torch.Generator().manual_seed(recipe.seed + step)
     metrics_log = open(out_dir / "metrics.jsonl", "a")
-    val = splits.get("val", [])[: recipe.max_eval_structures]
+    # A fixed random subset of validation structures (both domains), restricted to elements seen in training.
+    known = set(stats["elements"])
+    val = [g for g in splits.get("val", []) if set(g[K.ATOMIC_NUMBERS].tolist()) <= known]
+    order = np.random.default_rng(recipe.seed).permutation(len(val))[: recipe.max_eval_structures]
+    val = [val[i] for i in sorted(order)]
     start = time.perf_counter() - trained_seconds
     epoch_iter = iter(())
     model.train()
@@ -303,13 +307,24 @@ def _checkpoint(accelerator, state_dir: Path, progress_path: Path, step: int, tr
 
 
 def _split_metrics(model, splits) -> dict[str, dict[str, float]]:
+    """Held-out metrics per split and domain, on structures whose elements all occur in training.
+
+    A held-out prototype can bring an element no training structure has (its E0 is unknown); those structures are
+    counted as ``n_excluded_unseen_element`` rather than silently scored.
+    """
     model = model.eval()
+    known = set(model.config.elements or [])
     result = {}
     for split in ("val", "test"):
         for d, name in enumerate(model.config.domains):
             subset = [g for g in splits.get(split, []) if int(g[K.DOMAIN][0]) == d]
-            if subset:
-                result[f"{split}/{name}"] = {"n_structures": len(subset), **evaluate(model, subset)}
+            covered = [g for g in subset if set(g[K.ATOMIC_NUMBERS].tolist()) <= known]
+            if covered:
+                result[f"{split}/{name}"] = {
+                    "n_structures": len(covered),
+                    "n_excluded_unseen_element": len(subset) - len(covered),
+                    **evaluate(model, covered),
+                }
     return result
 
 
