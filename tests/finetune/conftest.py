@@ -2,34 +2,15 @@
 
 import os
 
-import numpy as np
 import pytest
 import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+from finetune_testdata import emt_frames  # noqa: E402,F401  (re-exported for the test modules)
+
 ELEMENTS = [1, 6, 8, 29]  # H C O Cu
-
-
-def emt_frames(names, n_each, seed, scale=0.08):
-    """Rattled ase g2 molecules labelled by EMT (energy eV, forces eV/Å) under REF_ keys."""
-    from ase.build import molecule
-    from ase.calculators.emt import EMT
-
-    rng = np.random.default_rng(seed)
-    frames = []
-    for name in names:
-        for _ in range(n_each):
-            atoms = molecule(name)
-            atoms.positions += rng.normal(scale=scale, size=atoms.positions.shape)
-            atoms.calc = EMT()
-            energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-            atoms.calc = None
-            atoms.info["REF_energy"] = energy
-            atoms.arrays["REF_forces"] = forces
-            frames.append(atoms)
-    return frames
 
 
 @pytest.fixture(scope="session")

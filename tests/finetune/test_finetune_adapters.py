@@ -113,9 +113,7 @@ def test_save_load_reproduces_outputs_exactly(base_model, method, tmp_path):
     }
     A.save_adapter(model, tmp_path, meta)
     if method == "lora":
-        assert (tmp_path / "adapter_config.json").exists() and (
-            tmp_path / "adapter_model.safetensors"
-        ).exists()
+        assert (tmp_path / "adapter_config.json").exists() and (tmp_path / "adapter_model.safetensors").exists()
     loaded = A.attach_adapters(base_model, [tmp_path])
     graph = _graph(base_model)
     a, b = model(graph), loaded(graph)

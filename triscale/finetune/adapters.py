@@ -248,9 +248,7 @@ def merge(model) -> FoundationModel:
     return model
 
 
-def attach_adapters(
-    model, adapters: str | Path | Sequence[str | Path], check_base: bool = True, merged: bool = False
-):
+def attach_adapters(model, adapters: str | Path | Sequence[str | Path], check_base: bool = True, merged: bool = False):
     """``model`` with one adapter applied, or a list of adapted models (a committee) for several adapters or a
     committee directory; ``TriScaleCalculator`` averages a list and reports ``energy_std``/``forces_std``.
 

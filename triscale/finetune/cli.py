@@ -27,9 +27,7 @@ def build_recipe(config: Path | None = None, **flags):
     data.update({k: v for k, v in flags.items() if v is not None})
     missing = [k for k in ("data", "out") if not data.get(k)]
     if missing:
-        raise ValueError(
-            f"missing {' and '.join('--' + m for m in missing)} (give them as flags or in --config)"
-        )
+        raise ValueError(f"missing {' and '.join('--' + m for m in missing)} (give them as flags or in --config)")
     return FinetuneRecipe(**data)
 
 

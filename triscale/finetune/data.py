@@ -75,6 +75,11 @@ def _read_with_ase(path: Path, property_key: str | None) -> list[dict]:
         frames = read(str(path), index=":")
     except Exception as err:  # ASE raises many types for unreadable files
         raise DatasetError(f"{path}: ASE could not read it ({type(err).__name__}: {err})") from err
+    return records_from_atoms(frames, property_key)
+
+
+def records_from_atoms(frames: Sequence, property_key: str | None = None) -> list[dict]:
+    """Records (unchecked) from ASE ``Atoms`` with REF_ labels or calculator results; ``property_key`` from info."""
     records = []
     for atoms in frames:
         energy = _label(atoms, ["REF_energy", "energy"], per_atom=False)
@@ -109,9 +114,7 @@ def _read_property_csv(path: Path, key: str) -> list[dict]:
     file_col = next((c for c in ("file", "structure", "path") if c in columns), None)
     value_col = key if key in columns else ("value" if "value" in columns else None)
     if file_col is None or value_col is None:
-        raise DatasetError(
-            f"{path}: needs a 'file' column and a {key!r} (or 'value') column; has {list(columns)}"
-        )
+        raise DatasetError(f"{path}: needs a 'file' column and a {key!r} (or 'value') column; has {list(columns)}")
     records, problems = [], []
     for i, row in enumerate(rows):
         file = (path.parent / row[file_col]).resolve()
@@ -181,9 +184,7 @@ def validate_records(
     supported = set(int(z) for z in supported_elements)
     unknown: Counter = Counter()
     for i, row in enumerate(records):
-        numbers = np.asarray(
-            row.get("numbers") if row.get("numbers") is not None else [], dtype=np.int64
-        ).ravel()
+        numbers = np.asarray(row.get("numbers") if row.get("numbers") is not None else [], dtype=np.int64).ravel()
         n = len(numbers)
         if n == 0:
             problems.append(f"structure {i}: has no atoms")
@@ -193,9 +194,7 @@ def validate_records(
         except (TypeError, ValueError):
             positions = np.zeros(0)
         if positions.shape != (n, 3):
-            problems.append(
-                f"structure {i}: positions have shape {positions.shape}, expected ({n}, 3) for {n} atoms"
-            )
+            problems.append(f"structure {i}: positions have shape {positions.shape}, expected ({n}, 3) for {n} atoms")
         elif not np.isfinite(positions).all():
             problems.append(f"structure {i}: non-finite (NaN or inf) positions")
         bad = sorted(set(numbers.tolist()) - supported)
@@ -283,9 +282,7 @@ def convert_units(records: list[dict], energy_unit: str, length_unit: str) -> li
             new[K.REF_ENERGY] = float("nan")
         forces = row.get(K.REF_FORCES)
         new[K.REF_FORCES] = (
-            (np.asarray(forces, dtype=np.float64).reshape(n, 3) * e / length).tolist()
-            if forces is not None
-            else None
+            (np.asarray(forces, dtype=np.float64).reshape(n, 3) * e / length).tolist() if forces is not None else None
         )
         stress = row.get(K.REF_STRESS)
         if stress is not None:
@@ -471,11 +468,14 @@ def _replay_candidates(source: str | None, supported: set[int], n: int, seed: in
     from ase import Atoms
 
     rng = np.random.default_rng(seed)
-    sources = (
-        [source]
-        if source
-        else sorted(str(Path(p).parent) for p in glob.glob("data/pretrain*/manifest.json"))[:1]
-    )
+    if source == "builtin":
+        sources: list[str] = []
+    elif source:
+        sources = [source]
+    else:  # the largest datagen output under data/ (by number of shards), if any
+        found = [Path(p).parent for p in glob.glob("data/pretrain*/manifest.json")]
+        found.sort(key=lambda p: len(list(p.rglob("*.extxyz"))), reverse=True)
+        sources = [str(p) for p in found[:1]]
     atoms_list: list = []
     for src in sources:
         try:
@@ -488,11 +488,9 @@ def _replay_candidates(source: str | None, supported: set[int], n: int, seed: in
         for j in picked:
             r = records[int(j)]
             if set(int(z) for z in r["numbers"]) <= supported:
-                atoms_list.append(
-                    Atoms(numbers=r["numbers"], positions=r["positions"], cell=r["cell"], pbc=r["pbc"])
-                )
-    if not atoms_list:
-        atoms_list = _builtin_replay_structures(supported, rng)
+                atoms_list.append(Atoms(numbers=r["numbers"], positions=r["positions"], cell=r["cell"], pbc=r["pbc"]))
+    if len(atoms_list) < 8 and not (source and source != "builtin"):
+        atoms_list += _builtin_replay_structures(supported, rng)
     order = rng.permutation(len(atoms_list))[:n]
     return [atoms_list[int(i)] for i in order]
 
@@ -514,10 +512,7 @@ def farthest_point_sampling(features: np.ndarray, k: int, start: int = 0) -> lis
 def _descriptor(model, graph: dict) -> np.ndarray:
     """Invariant structure descriptor: mean of the encoder's scalar features over atoms (base model)."""
     dtype = next(model.parameters()).dtype
-    g = {
-        k: (v.to(dtype) if v.is_floating_point() and not k.startswith("REF_") else v)
-        for k, v in graph.items()
-    }
+    g = {k: (v.to(dtype) if v.is_floating_point() and not k.startswith("REF_") else v) for k, v in graph.items()}
     s, _ = model.encode(g, g[K.POSITIONS], g[K.CELL])
     return s.mean(0).to(torch.float64).numpy()
 
@@ -539,9 +534,17 @@ def build_replay(model, options, domain_names: Sequence[str], seed: int) -> tupl
         graphs.append(atoms_to_graph(atoms, cfg.cutoff, list(domain_names).index(domain)))
     if not graphs:
         return [], {"n_structures": 0}
-    features = np.stack([_descriptor(model, g) for g in graphs])
-    features = (features - features.mean(0)) / (features.std(0) + 1e-12)
-    chosen = farthest_point_sampling(features, options.n_structures)
+    # farthest point sampling within each domain, slots shared in proportion to the candidates (at least one each)
+    domains = np.array([int(g[K.DOMAIN][0]) for g in graphs])
+    present = sorted(set(domains.tolist()))
+    n_total = min(options.n_structures, len(graphs))
+    slots = {d: max(1, round(n_total * float(np.mean(domains == d)))) for d in present}
+    chosen: list[int] = []
+    for d in present:
+        members = np.flatnonzero(domains == d)
+        features = np.stack([_descriptor(model, graphs[i]) for i in members])
+        features = (features - features.mean(0)) / (features.std(0) + 1e-12)
+        chosen.extend(int(members[j]) for j in farthest_point_sampling(features, slots[d]))
     dtype = next(model.parameters()).dtype
     labelled = []
     for i in chosen:

@@ -31,14 +31,10 @@ def parity_plot(predictions: dict[str, dict[str, np.ndarray]], png_path: str | P
         e_pred = p["energy"] / p["n_atoms"] - offset
         mae_e = 1000 * np.nanmean(np.abs(e_pred - e_ref))
         yerr = p["energy_std"] / p["n_atoms"] if "energy_std" in p else None
-        axes[0].errorbar(
-            e_ref, e_pred, yerr=yerr, fmt=".", ms=4, alpha=0.7, label=f"{split} ({mae_e:.1f} meV/atom)"
-        )
+        axes[0].errorbar(e_ref, e_pred, yerr=yerr, fmt=".", ms=4, alpha=0.7, label=f"{split} ({mae_e:.1f} meV/atom)")
         if p["forces"].size:
             mae_f = 1000 * np.nanmean(np.abs(p["forces"] - p["ref_forces"]))
-            axes[1].plot(
-                p["ref_forces"], p["forces"], ".", ms=2, alpha=0.5, label=f"{split} ({mae_f:.0f} meV/Å)"
-            )
+            axes[1].plot(p["ref_forces"], p["forces"], ".", ms=2, alpha=0.5, label=f"{split} ({mae_f:.0f} meV/Å)")
     for ax, label in zip(axes, ["energy - mean (eV/atom)", "force component (eV/Å)"], strict=False):
         lo, hi = ax.get_xlim()
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)

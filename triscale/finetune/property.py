@@ -198,6 +198,8 @@ def train_property(recipe, base, base_dir, data: dict, console, resume: bool) ->
     state_dir = out / "state"
     if resume and (state_dir / "progress.json").exists():
         progress, best = _load_state(state_dir, model, optimizer, scheduler, generator)
+        if progress["stopped"] in ("epochs", "max_steps"):
+            progress["stopped"] = None
         console.print(f"[bold]resumed[/] at epoch {progress['epoch']}")
     console.print(
         f"[bold]property[/] {opts.key!r} ({opts.pooling} pooling, {opts.encoder} encoder): "
@@ -339,9 +341,7 @@ def load_property_model(adapter_dir: str | Path, base=None, check_base: bool = T
 
         encoder = PeftModel.from_pretrained(encoder, str(adapter_dir))
     domain_index = A.unwrap(encoder).config.domain_index(meta["domain"])
-    model = PropertyModel(
-        encoder, domain_index, prop["hidden"], prop["pooling"], prop["key"], prop.get("unit", "")
-    )
+    model = PropertyModel(encoder, domain_index, prop["hidden"], prop["pooling"], prop["key"], prop.get("unit", ""))
     tensors = load_file(str(adapter_dir / HEAD_FILE))
     model.head.load_state_dict({k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")})
     with torch.no_grad():

@@ -33,8 +33,9 @@ class LoraOptions(BaseModel):
 class ReplayOptions(BaseModel):
     """Replay of the base model's own predictions on pretraining-like structures, against forgetting.
 
-    ``source``: a datagen output directory / extxyz / dataset to sample from; ``None`` uses ``data/pretrain*`` if
-    present, else a built-in set of rattled g2 molecules and bulk cells. ``n_structures`` are picked by farthest
+    ``source``: a datagen output directory / extxyz / dataset to sample from; ``builtin``: a built-in set of rattled
+    g2 molecules and bulk cells; ``None``: the largest ``data/pretrain*`` datagen output if present, else built-in.
+    ``n_structures`` are picked by farthest
     point sampling in the base model's invariant feature space; ``per_batch`` of them join every batch, their
     loss multiplied by ``weight``.
     """
@@ -92,9 +93,7 @@ class FinetuneRecipe(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps in total")
     batch_size: int = Field(8, ge=1)
     lr: float | None = Field(None, gt=0, description="default per method: lora/heads 3e-3, full 1e-3")
-    schedule: Literal["cosine", "constant"] = Field(
-        "cosine", description="learning-rate schedule (short warmup)"
-    )
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="learning-rate schedule (short warmup)")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(10.0, gt=0)
     patience: int = Field(30, ge=1, description="epochs without validation improvement before stopping")
@@ -103,9 +102,7 @@ class FinetuneRecipe(BaseModel):
     )
     val_fraction: float = Field(0.1, ge=0, lt=1, description="validation share of a random split")
     min_structures: int = Field(10, ge=2)
-    committee: int = Field(
-        1, ge=1, description="K > 1: K adapters (seeds, bootstrap samples) for uncertainty"
-    )
+    committee: int = Field(1, ge=1, description="K > 1: K adapters (seeds, bootstrap samples) for uncertainty")
     bootstrap: bool = True
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (state/ in the output)")
     seed: int = 0
@@ -116,9 +113,7 @@ class FinetuneRecipe(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> FinetuneRecipe:
         if self.property is not None and self.committee > 1:
-            raise ValueError(
-                "committees are for energy/force fine-tuning; a property head takes committee: 1"
-            )
+            raise ValueError("committees are for energy/force fine-tuning; a property head takes committee: 1")
         return self
 
     @builtins.property  # the field `property` shadows the builtin in this class body

@@ -31,9 +31,7 @@ from triscale.finetune import data as D
 from triscale.finetune.recipe import FinetuneRecipe
 from triscale.foundation import keys as K
 
-REF_WEIGHT = (
-    "REF_weight"  # (B,) float64: loss weight of each structure (1 for the user's data, replay weight else)
-)
+REF_WEIGHT = "REF_weight"  # (B,) float64: loss weight of each structure (1 for the user's data, replay weight else)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -86,9 +84,7 @@ def _named_trainable(model) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _save_state(
-    state_dir: Path, model, optimizer, scheduler, generator, progress: dict, best: dict | None
-) -> None:
+def _save_state(state_dir: Path, model, optimizer, scheduler, generator, progress: dict, best: dict | None) -> None:
     """Trainable weights (safetensors), optimizer/scheduler/RNG (torch.save), then the progress counter
     atomically: a kill in between resumes from the previous epoch's counter with at worst newer weights."""
     from safetensors.torch import save_file
@@ -119,8 +115,7 @@ def _load_state(state_dir: Path, model, optimizer, scheduler, generator) -> tupl
     params = _named_trainable(model)
     if set(weights) != set(params):
         raise ValueError(
-            f"{state_dir}: the checkpoint does not match this recipe's trainable tensors; "
-            "use a new --out or --fresh"
+            f"{state_dir}: the checkpoint does not match this recipe's trainable tensors; use a new --out or --fresh"
         )
     with torch.no_grad():
         for name, value in weights.items():
@@ -245,9 +240,7 @@ def _domain_of(recipe: FinetuneRecipe, records: list[dict], domains: list[str]) 
         return "material"
     if not any(periodic):
         return "molecule"
-    raise D.DatasetError(
-        "the data mixes periodic and non-periodic structures; choose the domain with --domain"
-    )
+    raise D.DatasetError("the data mixes periodic and non-periodic structures; choose the domain with --domain")
 
 
 def load_base(name_or_path: str):
@@ -343,9 +336,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = True) -> dict:
         "recipe": recipe.model_dump(),
     }
     if recipe.committee == 1:
-        return train_member(
-            recipe, base, adapted_base, data, replay, out, recipe.seed, common, console, resume
-        )
+        return train_member(recipe, base, adapted_base, data, replay, out, recipe.seed, common, console, resume)
     members = []
     for k in range(recipe.committee):
         console.print(f"[bold]committee member {k + 1}/{recipe.committee}[/]")
@@ -436,6 +427,8 @@ def train_member(
     metrics_path = out / "metrics.jsonl"
     if resume and (state_dir / "progress.json").exists():
         progress, best = _load_state(state_dir, model, optimizer, scheduler, generator)
+        if progress["stopped"] in ("epochs", "max_steps"):  # limits may have been raised since; checked again below
+            progress["stopped"] = None
         console.print(f"[bold]resumed[/] {out} at epoch {progress['epoch']} (step {progress['step']})")
         lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
         metrics_path.write_text(
@@ -450,6 +443,11 @@ def train_member(
     dtype = next(model.parameters()).dtype
     t0 = time.perf_counter()
     log = open(metrics_path, "a")
+    if progress["epoch"] == 0 and val:  # the starting point: base model with the refitted E0
+        vm = errors(predict_graphs(model, val))
+        row = {"epoch": 0, "step": 0, **{f"val_{k}": v for k, v in vm.items() if k != "n_structures"}}
+        row["val_loss"] = _val_loss(vm, recipe.loss)
+        log.write(json.dumps(row) + "\n")
     progress_bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -470,9 +468,7 @@ def train_member(
             losses = []
             for batch_graphs in _epoch(train, recipe.batch_size, generator):
                 if replay:
-                    pick = torch.randint(
-                        len(replay), (recipe.replay.per_batch,), generator=generator
-                    ).tolist()
+                    pick = torch.randint(len(replay), (recipe.replay.per_batch,), generator=generator).tolist()
                     batch_graphs = batch_graphs + [replay[i] for i in pick]
                 batch = graph_to(collate(batch_graphs), dtype)
                 has_stress = bool(torch.isfinite(batch[K.REF_STRESS]).any())
@@ -499,8 +495,7 @@ def train_member(
             }
             row.update(
                 {
-                    f"train_{k}_mae_{'meV_per_atom' if k == 'energy' else 'meV_per_A'}": 1000
-                    * float(np.mean(v))
+                    f"train_{k}_mae_{'meV_per_atom' if k == 'energy' else 'meV_per_A'}": 1000 * float(np.mean(v))
                     for k, v in sums.items()
                     if k in ("energy", "forces")
                 }
