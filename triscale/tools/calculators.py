@@ -216,10 +216,11 @@ def canonical_method(method: str) -> str:
     if key in _ALIASES:
         return _ALIASES[key]
     close = difflib.get_close_matches(key, list(_ALIASES), n=3, cutoff=0.5)
+    suggest = list(dict.fromkeys(_ALIASES[c] for c in close))  # several aliases share one method
     raise ToolInputError(
         f"Unknown calculator {method!r}.",
         hint=f"Choose one of: {', '.join(['auto', *METHODS])}"
-        + (f" (did you mean {', '.join(repr(_ALIASES[c]) for c in close)}?)" if close else "."),
+        + (f" (did you mean {', '.join(repr(m) for m in suggest)}?)" if suggest else "."),
     )
 
 
