@@ -789,6 +789,12 @@ def reaction_energy(ctx: ToolContext, a: ReactionInput) -> ReactionResult:
 
 
 class OrbitalInput(CalcInput):
+    calculator: CalculatorSpec = Field(
+        # 'auto' would become the foundation model once a checkpoint ships, which has no orbitals
+        default_factory=lambda: CalculatorSpec(method="gfn2-xtb"),
+        description="'gfn2-xtb' (default), 'gfn1-xtb' or 'dft' (an object with functional, basis, charge, "
+        "spin, ...).",
+    )
     n_window: int = Field(5, ge=1, le=50, description="Orbitals listed below HOMO and above LUMO.")
 
     @field_validator("calculator", mode="before")
