@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Method = Literal["lora", "heads", "full"]
 
 # Learning rates that worked on the benchmark (benchmarks/finetune_curve.py) when the recipe gives none.
-DEFAULT_LR = {"lora": 3e-3, "heads": 3e-3, "full": 1e-3}
+DEFAULT_LR = {"lora": 1e-2, "heads": 1e-2, "full": 3e-3}
 
 
 class LoraOptions(BaseModel):
@@ -92,7 +92,7 @@ class FinetuneRecipe(BaseModel):
     epochs: int = Field(200, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps in total")
     batch_size: int = Field(8, ge=1)
-    lr: float | None = Field(None, gt=0, description="default per method: lora/heads 3e-3, full 1e-3")
+    lr: float | None = Field(None, gt=0, description="default per method: lora/heads 1e-2, full 3e-3")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="learning-rate schedule (short warmup)")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(10.0, gt=0)
