@@ -244,3 +244,29 @@ def test_cli_reports_data_errors(tmp_path, base_dir):
     )
     assert result.exit_code == 2
     assert "too few structures" in result.output
+
+
+def test_property_from_csv_and_ase_db_input(recipe, tmp_path, base_model):
+    from ase.db import connect
+    from ase.io import write
+
+    from triscale.finetune import load_property_model
+
+    frames = emt_frames(["CH3CH2OH", "CH3OH", "H2O"], 4, seed=12)
+    lines = ["file,gap"]
+    for i, atoms in enumerate(frames):
+        write(tmp_path / f"m{i}.xyz", atoms, format="xyz")
+        lines.append(f"m{i}.xyz,{2.0 + 0.1 * i}")
+    (tmp_path / "gaps.csv").write_text("\n".join(lines) + "\n")
+    finetune(recipe(data=str(tmp_path / "gaps.csv"), out=str(tmp_path / "gap"), property={"key": "gap"}, epochs=2))
+    assert load_property_model(tmp_path / "gap", base=base_model).predict(frames[:2]).shape == (2,)
+    # energies and forces from an ASE database (labels in the stored single-point results)
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    with connect(tmp_path / "data.db") as db:
+        for atoms in frames:
+            a = atoms.copy()
+            a.calc = SinglePointCalculator(a, energy=atoms.info["REF_energy"], forces=atoms.arrays["REF_forces"])
+            db.write(a)
+    metrics = finetune(recipe(data=str(tmp_path / "data.db"), out=str(tmp_path / "db"), epochs=1))
+    assert metrics["train"]["n_structures"] + metrics["val"]["n_structures"] == 12

@@ -33,8 +33,9 @@ def parity_plot(predictions: dict[str, dict[str, np.ndarray]], png_path: str | P
         yerr = p["energy_std"] / p["n_atoms"] if "energy_std" in p else None
         axes[0].errorbar(e_ref, e_pred, yerr=yerr, fmt=".", ms=4, alpha=0.7, label=f"{split} ({mae_e:.1f} meV/atom)")
         if p["forces"].size:
-            mae_f = 1000 * np.nanmean(np.abs(p["forces"] - p["ref_forces"]))
-            axes[1].plot(p["ref_forces"], p["forces"], ".", ms=2, alpha=0.5, label=f"{split} ({mae_f:.0f} meV/Å)")
+            ref_f, pred_f = np.ravel(p["ref_forces"]), np.ravel(p["forces"])
+            mae_f = 1000 * np.nanmean(np.abs(pred_f - ref_f))
+            axes[1].plot(ref_f, pred_f, ".", ms=2, alpha=0.5, label=f"{split} ({mae_f:.0f} meV/Å)")
     for ax, label in zip(axes, ["energy - mean (eV/atom)", "force component (eV/Å)"], strict=False):
         lo, hi = ax.get_xlim()
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
@@ -59,6 +60,8 @@ def learning_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
     panels = [("energy", "meV/atom"), ("forces", "meV/Å"), ("loss", "")]
     for ax, (kind, unit) in zip(axes, panels, strict=False):
         keys = sorted({k for r in rows for k in r if (kind in k and ("mae" in k or kind == "loss"))})
+        if kind == "energy":  # per atom only (the per-structure MAE has another scale)
+            keys = [k for k in keys if k.endswith("per_atom")]
         for key in keys:
             pts = [(r["epoch"], r[key]) for r in rows if key in r and r[key] is not None]
             if pts:
