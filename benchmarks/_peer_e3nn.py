@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 # This process only loads a model file it just wrote and SevenNet's shipped checkpoint, both pickles.
 os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
 import torch  # noqa: E402
+from _timing import time_energy_forces  # noqa: E402
 from ase.io import read
 
 warnings.filterwarnings("ignore")
@@ -79,21 +79,10 @@ def main() -> None:
             continue
         for atoms in frames:
             label = atoms.info.get("label", atoms.get_chemical_formula())
-            atoms = atoms.copy()
-            atoms.calc = calc
             try:
-                atoms.get_forces()
-                times = []
-                for _ in range(repeats):
-                    calc.results = {}
-                    t = time.perf_counter()
-                    atoms.get_potential_energy()
-                    atoms.get_forces()
-                    times.append(time.perf_counter() - t)
+                seconds = time_energy_forces(calc, atoms, repeats)
                 print(
-                    json.dumps(
-                        {"model": name, "structure": label, "n_atoms": len(atoms), "seconds": float(np.median(times))}
-                    ),
+                    json.dumps({"model": name, "structure": label, "n_atoms": len(atoms), "seconds": seconds}),
                     flush=True,
                 )
             except Exception as err:

@@ -17,28 +17,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 from _structures import benchmark_structures  # noqa: E402
-
-
-def time_calc(calc, atoms, repeats: int) -> float:
-    atoms = atoms.copy()
-    atoms.calc = calc
-    atoms.get_forces()  # warm-up (allocations, lazy init)
-    times = []
-    for _ in range(repeats):
-        calc.results = {}
-        t = time.perf_counter()
-        atoms.get_potential_energy()
-        atoms.get_forces()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+from _timing import time_energy_forces  # noqa: E402
 
 
 def triscale_model(name: str):
@@ -92,7 +77,12 @@ def main() -> None:
     calc = TriScaleCalculator(model, dtype="float32")
     for name, atoms in structures.items():
         rows.append(
-            {"model": ours, "structure": name, "n_atoms": len(atoms), "seconds": time_calc(calc, atoms, args.repeats)}
+            {
+                "model": ours,
+                "structure": name,
+                "n_atoms": len(atoms),
+                "seconds": time_energy_forces(calc, atoms, args.repeats),
+            }
         )
 
     if not args.no_chgnet:
@@ -111,7 +101,7 @@ def main() -> None:
                         "model": "CHGNet 0.3.0",
                         "structure": name,
                         "n_atoms": len(atoms),
-                        "seconds": time_calc(chg, atoms, args.repeats),
+                        "seconds": time_energy_forces(chg, atoms, args.repeats),
                     }
                 )
         except ImportError:
