@@ -19,9 +19,11 @@ def run_predict(
     from ase.io import read
     from rich.console import Console
     from rich.table import Table
+    from transformers.utils import logging as hf_logging
 
     import triscale
 
+    hf_logging.disable_progress_bar()  # a command-line run: no "Loading weights" bars around the table
     calc = triscale.calculator(model, domain=domain, adapters=adapters, dtype=dtype)
     rows = []
     for path in files:
