@@ -42,7 +42,7 @@ def _x(shape, seed=1):
 
 @pytest.mark.parametrize("n", [16, 17])
 def test_gfno_p4_equivariant(n):
-    cfg = OperatorConfig(kind="gfno", group="p4", width=5, modes=5, n_layers=3, proj_width=16)
+    cfg = OperatorConfig(kind="gfno", group="p4", width=5, modes=5, n_layers=3, proj_width=16, grid="invariant")
     model = _random_model(cfg)
     errs = _equivariance_errors(model, _x((3, 1, n, n)), Group("p4"))
     assert max(errs) < TOL
@@ -80,6 +80,11 @@ def test_equivariance_check_catches_unrotated_kernels(monkeypatch):
 
     monkeypatch.setattr(GroupSpectralConv, "full_kernel", broken)
     assert max(_equivariance_errors(model, _x((2, 1, 16, 16)), Group("p4"))) > 1e-3
+
+
+def test_gfno_p4m_equivariant_with_periodic_invariant_features():
+    cfg = OperatorConfig(kind="gfno", group="p4m", width=3, modes=4, n_layers=2, proj_width=8, grid="invariant")
+    assert max(_equivariance_errors(_random_model(cfg), _x((2, 1, 18, 18)), Group("p4m"))) < TOL
 
 
 @pytest.mark.parametrize("grid", ["none", "xy"])

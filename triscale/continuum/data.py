@@ -105,7 +105,7 @@ TASKS: dict[str, TaskSpec] = {
 # Sizes chosen so that each float32 checkpoint stays under ~2 MB and a CPU epoch stays cheap.
 MODEL_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("ns2d", "fno"): {"width": 16, "modes": 8, "grid": "xy"},
-    ("ns2d", "gfno"): {"width": 8, "modes": 7, "grid": "none", "group": "p4", "proj_width": 32},
+    ("ns2d", "gfno"): {"width": 8, "modes": 7, "grid": "invariant", "group": "p4", "proj_width": 32},
     ("burgers1d", "fno"): {"width": 32, "modes": 16, "grid": "xy"},
     ("darcy2d", "fno"): {"width": 16, "modes": 8, "grid": "xy", "padding": 7, "pad_mode": "end"},
     ("darcy2d", "gfno"): {"width": 4, "modes": 6, "grid": "boundary", "group": "p4m", "padding": 6, "proj_width": 32},

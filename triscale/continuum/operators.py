@@ -20,9 +20,11 @@ G-FNO construction (equivariant by construction, no augmentation):
 * projection: a pointwise MLP shared over group elements, then the mean over the group (invariant pooling), so
   the output is a scalar field that rotates/reflects with the input.
 
-Positional inputs would break the symmetry, so the G-FNO only takes the D4-invariant ``boundary`` feature
-(``16 x(1-x) y(1-y)`` on the node grid of a bounded box) or none. Padding (for non-periodic problems) is applied
-symmetrically on all sides, which commutes with the group action.
+Raw coordinates would break the symmetry, so the G-FNO takes only D4-invariant positional features:
+``boundary`` (``16 x(1-x) y(1-y)`` on the node grid of a bounded box) or ``invariant`` (``cos 2 pi x + cos 2 pi y``,
+``cos 2 pi x cos 2 pi y`` and the same at ``4 pi``, on the cell-centred periodic grid). Without any, a G-FNO on a
+periodic grid is also translation-equivariant and cannot represent a response to position-anchored forcing.
+Padding (for non-periodic problems) is applied symmetrically on all sides, which commutes with the group action.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class OperatorConfig:
     proj_width: int = 64
     padding: int = 0
     pad_mode: Literal["both", "end"] = "both"  # "end": FNO paper style (after the last point only)
-    grid: Literal["none", "xy", "boundary"] = "none"
+    grid: Literal["none", "xy", "boundary", "invariant"] = "none"
     domain: Literal["periodic", "box"] = "periodic"
     group: Literal["p4", "p4m"] | None = None
     in_mean: float = 0.0
@@ -278,6 +280,12 @@ def _grid_features(cfg: OperatorConfig, x: torch.Tensor) -> torch.Tensor | None:
         feats = torch.stack(grids)
     elif cfg.grid == "boundary":
         feats = torch.prod(torch.stack([4 * g * (1 - g) for g in grids]), dim=0, keepdim=True)
+    elif cfg.grid == "invariant":
+        if cfg.dim != 2 or cfg.domain != "periodic":
+            raise ValueError("grid='invariant' is for 2D periodic domains")
+        c = [torch.cos(2 * math.pi * g) for g in grids]
+        d = [torch.cos(4 * math.pi * g) for g in grids]
+        feats = torch.stack([c[0] + c[1], c[0] * c[1], d[0] + d[1], d[0] * d[1]])
     else:
         raise ValueError(f"unknown grid feature {cfg.grid!r}")
     return feats.unsqueeze(0).expand(x.shape[0], *feats.shape)
@@ -316,7 +324,7 @@ class FNO(_Normalised):
         if cfg.dim not in (1, 2):
             raise ValueError(f"dim must be 1 or 2, got {cfg.dim}")
         self.cfg = cfg
-        extra = {"none": 0, "xy": cfg.dim, "boundary": 1}[cfg.grid]
+        extra = {"none": 0, "xy": cfg.dim, "boundary": 1, "invariant": 4}[cfg.grid]
         conv = nn.Conv1d if cfg.dim == 1 else nn.Conv2d
         self.lift = conv(cfg.in_channels + extra, cfg.width, 1)
         self.spectral = nn.ModuleList(
@@ -349,7 +357,7 @@ class GFNO(_Normalised):
             raise ValueError("the G-FNO needs pad_mode='both' (one-sided padding breaks the symmetry)")
         self.cfg = cfg
         self.group = Group(cfg.group or "p4")
-        extra = 1 if cfg.grid == "boundary" else 0
+        extra = {"none": 0, "boundary": 1, "invariant": 4}[cfg.grid]
         self.lift = nn.Conv2d(cfg.in_channels + extra, cfg.width, 1)
         self.spectral = nn.ModuleList(
             GroupSpectralConv(cfg.width, cfg.width, cfg.modes, self.group) for _ in range(cfg.n_layers)

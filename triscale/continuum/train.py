@@ -152,7 +152,7 @@ def train_operator(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tot += float(loss) * len(idx)
+            tot += float(loss.detach()) * len(idx)
         epoch += 1
         epochs_this_run += 1
         val = _evaluate(model, xv, yv)
