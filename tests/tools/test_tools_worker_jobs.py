@@ -89,3 +89,33 @@ def test_failed_job_reports_the_error(ws, call):
     job = call("submit_job", tool="single_point", arguments={"structure_id": "st5"})
     res = call("job_result", job_id=job.job_id, wait_s=30)
     assert res.status == "failed" and "Unknown structure 'st5'" in res.error
+
+
+_UNGUARDED_SCRIPT = """
+import math
+from triscale.tools.worker import run_in_worker
+print("TOP-LEVEL RAN")
+print("RESULT", run_in_worker(math.sqrt, 16.0, timeout_s=120))
+"""
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_scripts_without_main_guard_run_once(tmp_path, how):
+    """Workers must not re-import the user's script: no __main__ guard is needed, piped scripts work."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(_UNGUARDED_SCRIPT)
+    cmd = [sys.executable, str(script)] if how == "file" else [sys.executable, "-"]
+    proc = subprocess.run(
+        cmd,
+        input=None if how == "file" else _UNGUARDED_SCRIPT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TRISCALE_WORKER_PRELOAD": ""},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("TOP-LEVEL RAN") == 1
+    assert "RESULT 4.0" in proc.stdout

@@ -9,8 +9,10 @@ caller's threads (MCP server, job threads) into the child.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import sys
 import threading
 import time
 import traceback
@@ -52,6 +54,35 @@ def _preload_modules() -> list[str]:
 
 
 _ctx: Any = None
+
+
+@contextlib.contextmanager
+def _user_main_hidden():
+    """Keep multiprocessing from re-importing the user's ``__main__`` in the forkserver and its workers.
+
+    Workers only run importable library functions. Left alone, forkserver/spawn re-run the caller's script in
+    every worker: a script without an ``if __name__ == "__main__":`` guard repeats its own tool calls there, and
+    ``python - < script.py`` fails outright (there is no file to import).
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved_file = main.__dict__.pop("__file__", _MISSING)
+    saved_spec = main.__dict__.get("__spec__", _MISSING)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        if saved_file is not _MISSING:
+            main.__file__ = saved_file
+        if saved_spec is _MISSING:
+            main.__dict__.pop("__spec__", None)
+        else:
+            main.__spec__ = saved_spec
+
+
+_MISSING = object()
 
 
 def _context():
@@ -122,7 +153,8 @@ def run_in_worker(
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
-    proc.start()
+    with _user_main_hidden():  # the forkserver itself starts on the first start()
+        proc.start()
     send.close()
     t0 = time.monotonic()
     msg = None
