@@ -99,3 +99,10 @@ def test_cli_run(tmp_path):
     res = CliRunner().invoke(app, ["run", str(wf), "--workspace", str(tmp_path / "ws"), "--json"])
     assert res.exit_code == 0, res.output
     assert '"ok": true' in res.output and "energy_eV" in res.output
+
+
+@pytest.mark.parametrize("ref", ["${a.energy_eV.0}", "${a.missing_value.x}", "${a.name.first}"])
+def test_reference_into_a_scalar_or_null_is_a_clear_error(ref):
+    results = {"a": {"energy_eV": -3.5, "missing_value": None, "name": "Cu"}}
+    with pytest.raises(ToolInputError, match="has no fields"):
+        resolve_references(ref, results)

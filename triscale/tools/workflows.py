@@ -133,8 +133,13 @@ def _lookup(results: dict[str, Any], name: str, path: str) -> Any:
         elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
             value = value[int(part)]
         else:
-            keys = list(value) if isinstance(value, dict) else f"a list of {len(value)}"
-            raise ToolInputError(f"${{{name}{path}}}: no {part!r} in the result (has: {keys}).")
+            if isinstance(value, dict):
+                has = list(value)
+            elif isinstance(value, list):
+                has = f"a list of {len(value)}"
+            else:  # a number, string or null has no fields
+                has = f"the value {value!r}, which has no fields"
+            raise ToolInputError(f"${{{name}{path}}}: no {part!r} in the result (has: {has}).")
     return value
 
 
