@@ -125,5 +125,71 @@ def mcp(
     serve(workspace, http=http, host=host, port=port)
 
 
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question, in plain language.")],
+    llm: Annotated[Optional[str], typer.Option(help="local | gguf:PATH | openai:MODEL@URL | ollama:MODEL")] = None,
+    workspace: Annotated[str, typer.Option(help="Run directory (structures, provenance).")] = "workspace",
+    json_out: Annotated[bool, typer.Option("--json", help="Print {answer, results} as JSON.")] = False,
+    session: Annotated[Optional[str], typer.Option(help="Continue this chat session (thread id).")] = None,
+    approve: Annotated[bool, typer.Option("--approve", help="Ask before DFT / long MD.")] = False,
+) -> None:
+    """Ask the science agent one question; every number in the answer comes from a tool call."""
+    from triscale.agents.chat import run_ask
+
+    code = run_ask(question, llm=llm, workspace=workspace, as_json=json_out, session=session, approve=approve)
+    raise typer.Exit(code)
+
+
+@app.command()
+def chat(
+    llm: Annotated[Optional[str], typer.Option(help="local | gguf:PATH | openai:MODEL@URL | ollama:MODEL")] = None,
+    workspace: Annotated[str, typer.Option(help="Run directory (structures, provenance, sessions).")] = "workspace",
+    session: Annotated[Optional[str], typer.Option(help="Session to resume (default 'default').")] = None,
+    approve: Annotated[bool, typer.Option("--approve/--no-approve", help="Ask before DFT / long MD.")] = True,
+) -> None:
+    """Chat with the science agent (tool calls and results stream as they run; sessions resume from disk)."""
+    from triscale.agents.chat import run_chat
+
+    raise typer.Exit(run_chat(llm=llm, workspace=workspace, session=session, approve=approve))
+
+
+runs_app = typer.Typer(help="Agent runs: provenance logs and replayable workflows.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    workspace: Annotated[Optional[str], typer.Option(help="Workspace directory.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the raw JSONL entries as JSON.")] = False,
+) -> None:
+    """Print a run's provenance: model turns, tool calls with arguments/results/timings, the final answer."""
+    from triscale.agents.provenance import show_run
+
+    raise typer.Exit(show_run(run_id, workspace, as_json=json_out))
+
+
+@runs_app.command("list")
+def runs_list(workspace: Annotated[Optional[str], typer.Option(help="Workspace directory.")] = None) -> None:
+    """List the agent runs in a workspace."""
+    from triscale.agents.provenance import list_runs
+
+    for r in list_runs(workspace):
+        typer.echo(f"{r['run_id']}  {r['question'][:100]}")
+
+
+@runs_app.command("export")
+def runs_export(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    workspace: Annotated[Optional[str], typer.Option(help="Workspace directory.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output YAML (default: in the run folder).")] = None,
+) -> None:
+    """Export a run's tool calls as a workflow YAML that `triscale run` replays without an LLM."""
+    from triscale.agents.provenance import export_workflow
+
+    typer.echo(str(export_workflow(run_id, workspace, out)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,109 @@
+"""Error paths: bad arguments, a failing tool, repeated calls, call limits, approval. None crashes the run."""
+
+import json
+
+import pytest
+
+
+def test_bad_arguments_come_back_as_readable_errors(make_agent):
+    seen = {}
+
+    def after_error(msgs):
+        seen["error"] = msgs[-1].content
+        return {"tool": "single_point", "args": {"structure_id": "st1", "calculator": "emt"}}
+
+    agent = make_agent(
+        [
+            {"tool": "build_bulk", "args": {"name": "Cu", "cubic": True}},
+            {"tool": "single_point", "args": {"structure_id": "st7", "calculator": "emt", "temperature": 3}},
+            after_error,
+            "",
+        ]
+    )
+    run = agent.ask("Energy of Cu?")
+    assert "unknown argument 'temperature'" in seen["error"]
+    assert run.stop_reason == "answered" and any(r.property == "energy" for r in run.answer.results)
+    statuses = [json.loads(line).get("status") for line in open(run.provenance)]
+    assert statuses.count("error") == 1 and statuses.count("ok") == 2
+
+
+def test_unknown_structure_and_unknown_tool(make_agent):
+    agent = make_agent(
+        [
+            {"tool": "single_point", "args": {"structure_id": "st9"}},
+            {"tool": "run_vasp", "args": {"structure_id": "st1"}},
+            "I could not compute it.",
+        ]
+    )
+    run = agent.ask("Energy of st9?")
+    errors = [json.loads(line) for line in open(run.provenance)]
+    errors = [e for e in errors if e["kind"] == "tool_call"]
+    assert "Unknown structure 'st9'" in errors[0]["content"]
+    assert errors[1]["status"] == "error" and "run_vasp" in errors[1]["content"]
+    assert run.answer.results == [] and "I could not compute it." in run.answer.answer
+
+
+def test_raw_exception_in_a_tool_does_not_crash_the_graph(make_agent):
+    from langchain_core.tools import StructuredTool
+
+    def explode(x: int) -> str:
+        raise RuntimeError("segfault-like failure in a library")
+
+    broken = StructuredTool.from_function(explode, name="explode", description="Fails.", handle_tool_error=False)
+    agent = make_agent([{"tool": "explode", "args": {"x": 1}}, "It failed."], extra_tools=[broken])
+    run = agent.ask("run explode")
+    tool_entry = [json.loads(line) for line in open(run.provenance) if '"tool_call"' in line][0]
+    assert tool_entry["status"] == "error" and "RuntimeError" in tool_entry["content"]
+    assert run.stop_reason == "answered"
+
+
+def test_repeated_identical_calls_are_answered_then_stopped(make_agent):
+    call = {"tool": "build_bulk", "args": {"name": "Cu", "cubic": True}}
+    agent = make_agent([call, call, call, call, call, "never reached"], max_repeats=2)
+    run = agent.ask("Build Cu")
+    assert run.stop_reason == "repeated_calls"
+    assert run.n_tool_calls == 1  # the repeat was answered from the first result, the third stopped the run
+    assert len(run.answer.results) == 2 and "repeated identical tool calls" in run.answer.answer
+
+
+def test_model_call_limit_ends_with_assembled_answer(make_agent):
+    turns = [{"tool": "build_bulk", "args": {"name": n}} for n in ("Cu", "Ag", "Au", "Ni", "Pd", "Pt")]
+    agent = make_agent(turns, max_model_calls=3)
+    run = agent.ask("Build metals")
+    assert run.stop_reason == "call_limit" and run.n_model_calls == 3
+    assert "call limit" in run.answer.answer
+    assert {r.value for r in run.answer.results if r.property == "formula"} == {"Cu", "Ag", "Au"}
+
+
+def test_tool_call_limit_blocks_further_calls(make_agent):
+    turns = [{"tool": "build_bulk", "args": {"name": n}} for n in ("Cu", "Ag", "Au")] + [""]
+    agent = make_agent(turns, max_tool_calls=2)
+    run = agent.ask("Build metals")
+    assert run.n_tool_calls == 2 and len([r for r in run.answer.results if r.property == "formula"]) == 2
+
+
+@pytest.mark.parametrize("approved", [False, True])
+def test_approval_before_expensive_calls(make_agent, approved):
+    asked = []
+
+    def approve(name, args):
+        asked.append((name, args["calculator"]))
+        return approved
+
+    agent = make_agent(
+        [
+            {"tool": "build_molecule", "args": {"name": "H2"}},
+            {
+                "tool": "single_point",
+                "args": {"structure_id": "st1", "calculator": {"method": "dft", "functional": "hf", "basis": "sto-3g"}},
+            },
+            "",
+        ],
+        approve=approve,
+    )
+    run = agent.ask("HF energy of H2")
+    assert asked == [("single_point", {"method": "dft", "functional": "hf", "basis": "sto-3g"})]
+    energies = [r for r in run.answer.results if r.property == "energy"]
+    assert bool(energies) is approved
+    if approved:
+        assert energies[0].method == "dft/hf/sto-3g" and energies[0].value == pytest.approx(-30.37, abs=0.05)

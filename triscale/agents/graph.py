@@ -1,0 +1,272 @@
+"""The science agent: ``langchain.agents.create_agent`` over the TriScale tool registry.
+
+>>> from triscale.agents import ScienceAgent
+>>> agent = ScienceAgent(llm="openai:qwen2.5-7b-instruct@http://localhost:8000/v1", workspace="runs/chat")
+>>> run = agent.ask("What is the GFN2-xTB energy of water?")
+>>> run.answer.answer, run.answer.results[0].value, run.run_id
+
+Each :meth:`ScienceAgent.ask` is one run with its own provenance log; runs in the same ``thread_id`` share the
+conversation memory (a LangGraph checkpointer, SQLite in the workspace so sessions resume after a restart).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from triscale.agents.answer import FinalAnswer, ModelAnswer, ToolRecord, assemble_answer
+from triscale.agents.prompts import system_prompt
+from triscale.tools import Workspace, list_tools
+
+__all__ = ["ScienceAgent", "AgentRun", "COMPACT_TOOLS", "default_checkpointer"]
+
+# The tool subset offered to small local models: fewer, simpler schemas (the full registry is ~25 tools).
+COMPACT_TOOLS = [
+    "build_molecule",
+    "build_bulk",
+    "single_point",
+    "optimize_geometry",
+    "vibrational_analysis",
+    "thermochemistry",
+    "equation_of_state",
+    "reaction_energy",
+    "molecular_dynamics",
+    "orbital_energies",
+    "predict_properties",
+]
+
+
+class AgentRun(BaseModel):
+    run_id: str
+    thread_id: str
+    question: str
+    answer: FinalAnswer
+    stop_reason: str
+    n_model_calls: int
+    n_tool_calls: int
+    wall_time_s: float
+    provenance: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``triscale ask --json`` payload: exactly ``{"answer", "results"}``."""
+        return self.answer.model_dump(mode="json")
+
+
+def default_checkpointer(path: str | Path | None):
+    """SQLite checkpointer at ``path`` (resumable sessions) if langgraph-checkpoint-sqlite is installed, else
+    an in-memory one."""
+    if path is not None:
+        try:
+            import sqlite3
+
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            conn = sqlite3.connect(str(path), check_same_thread=False)
+            return SqliteSaver(conn)
+        except ImportError:
+            pass
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    return InMemorySaver()
+
+
+def _text(content: Any) -> str:
+    from triscale.agents.middleware import _text as t
+
+    return t(content)
+
+
+class ScienceAgent:
+    """An LLM agent whose every number comes from a TriScale tool.
+
+    Parameters
+    ----------
+    llm:
+        A LangChain chat model, or a backend spec string for :func:`triscale.agents.llm.make_llm`
+        (``None``: the configured/default backend).
+    workspace:
+        Run directory (structure store, tool outputs, ``agent_runs/`` provenance, session database).
+    tools:
+        Registry tool names to offer (default: all, or :data:`COMPACT_TOOLS` for local models).
+    extra_tools:
+        Further LangChain tools (tests use this to inject a failing tool).
+    memory:
+        ``True``: SQLite sessions in the workspace; ``False``: in-memory; or a LangGraph checkpointer.
+    approve:
+        ``approve(tool_name, args) -> bool`` asked before expensive calls (DFT, long MD); ``None``: no approval.
+    structured:
+        Ask the model for a structured final answer through ``response_format`` (a ``ToolStrategy``).
+        ``None``: on for backends that call tools natively (OpenAI-compatible, Ollama), off for local GGUF and
+        scripted models. The answer's ``results`` always come from the tool results either way.
+    """
+
+    def __init__(
+        self,
+        llm: Any = None,
+        workspace: Workspace | str | Path = "workspace",
+        *,
+        tools: list[str] | None = None,
+        extra_tools: list[Any] | None = None,
+        memory: bool | Any = True,
+        approve: Callable[[str, dict[str, Any]], bool] | None = None,
+        max_model_calls: int = 12,
+        max_tool_calls: int = 20,
+        max_repeats: int = 2,
+        structured: bool | None = None,
+        prompt_extra: str | None = None,
+    ):
+        from langchain.agents import create_agent
+        from langchain.agents.middleware import ModelCallLimitMiddleware, ToolCallLimitMiddleware, ToolErrorMiddleware
+        from langchain.agents.structured_output import ToolStrategy
+
+        from triscale.agents.llm import LLMInfo, make_llm
+        from triscale.agents.middleware import TriScaleMiddleware, tool_error_content
+        from triscale.agents.tool_bindings import langchain_tools
+
+        self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        if llm is None or isinstance(llm, str):
+            llm, info = make_llm(llm)
+        else:
+            info = LLMInfo.describe(llm)
+        self.llm = llm
+        self.llm_info = info
+        if tools is None and info.compact_tools:
+            tools = COMPACT_TOOLS
+        available = {t.name for t in list_tools()}
+        names = [n for n in (tools or sorted(available)) if n in available]
+        self.tools = langchain_tools(self.workspace, names) + list(extra_tools or [])
+        self.prompt = system_prompt(prompt_extra)
+        if structured is None:
+            structured = info.native_tools
+        self.structured = bool(structured)
+        self.guard = TriScaleMiddleware(max_repeats=max_repeats, approve=approve)
+        middleware = [
+            self.guard,
+            ToolErrorMiddleware(tool_error_content),
+            ModelCallLimitMiddleware(run_limit=max_model_calls, exit_behavior="end"),
+            ToolCallLimitMiddleware(run_limit=max_tool_calls, exit_behavior="continue"),
+        ]
+        if memory is True:
+            self.checkpointer = default_checkpointer(self.workspace.root / "agent_sessions.sqlite")
+        elif memory is False or memory is None:
+            self.checkpointer = default_checkpointer(None)
+        else:
+            self.checkpointer = memory
+        self.graph = create_agent(
+            llm,
+            self.tools,
+            system_prompt=self.prompt,
+            middleware=middleware,
+            response_format=ToolStrategy(ModelAnswer) if self.structured else None,
+            checkpointer=self.checkpointer,
+            name="triscale",
+        )
+
+    # ------------------------------------------------------------------ runs
+    def ask(
+        self,
+        question: str,
+        *,
+        thread_id: str | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> AgentRun:
+        """Answer one question (one run). Never raises for tool or model-format problems: the answer then says
+        what went wrong; a backend that cannot be reached raises its own connection error."""
+        from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+        from triscale.agents.provenance import RunLog
+
+        thread_id = thread_id or f"t-{uuid.uuid4().hex[:8]}"
+        log = RunLog(self.workspace.root)
+        log.start(
+            question,
+            thread_id=thread_id,
+            llm=self.llm_info.as_dict(),
+            tools=[t.name for t in self.tools],
+            prompt=self.prompt,
+        )
+        self.guard.log = log
+        self.guard.on_event = on_event
+        t0 = time.monotonic()
+        config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 100}
+        error = None
+        state: dict[str, Any] = {}
+        try:
+            state = self.graph.invoke({"messages": [HumanMessage(question)]}, config)
+        except Exception as e:  # the backend failed mid-run: keep what the tools produced
+            error = f"{type(e).__name__}: {e}"
+            log.write("error", error=error)
+            try:
+                state = dict(self.graph.get_state(config).values)
+            except Exception:
+                state = {}
+        messages = list(state.get("messages", []))
+        start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1) + 1
+        turn = messages[start:]
+        args_by_id = {
+            tc["id"]: (tc["name"], tc.get("args") or {})
+            for m in turn
+            if isinstance(m, AIMessage)
+            for tc in m.tool_calls
+        }
+        records = []
+        for m in turn:
+            if (
+                isinstance(m, ToolMessage)
+                and m.status != "error"
+                and isinstance(m.artifact, dict)
+                and "tool" in m.artifact
+            ):
+                name, args = args_by_id.get(m.tool_call_id, (m.artifact["tool"], {}))
+                records.append(ToolRecord(name=name, args=args, result=m.artifact, lc_id=m.tool_call_id))
+        last = next((m for m in reversed(turn) if isinstance(m, AIMessage)), None)
+        final_text = _text(last.content) if last is not None and not last.tool_calls else ""
+        stop = self.guard.stop_reason
+        if final_text and "limit" in final_text.lower() and "exceeded" in final_text.lower():
+            stop, final_text = "call_limit", ""
+        notes = []
+        if error:
+            stop = "error"
+            notes.append(f"The language model failed: {error}")
+        elif stop == "repeated_calls":
+            notes.append("The model repeated identical tool calls; the run was stopped.")
+        elif stop == "call_limit":
+            notes.append("The run reached its model/tool call limit.")
+        structured = state.get("structured_response")
+        if structured is not None and isinstance(structured, BaseModel):
+            structured = structured.model_dump()
+        answer = assemble_answer(records, final_text, structured, question=question, notes=notes)
+        wall = time.monotonic() - t0
+        log.answer(answer.model_dump(mode="json"), wall, stop)
+        self.guard.log = None
+        self.guard.on_event = None
+        return AgentRun(
+            run_id=log.run_id,
+            thread_id=thread_id,
+            question=question,
+            answer=answer,
+            stop_reason=stop,
+            n_model_calls=self.guard.turns,
+            n_tool_calls=self.guard.n_tool_calls,
+            wall_time_s=round(wall, 3),
+            provenance=str(log.path),
+        )
+
+    def history(self, thread_id: str) -> list[Any]:
+        """The stored messages of a session."""
+        snap = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        return list(snap.values.get("messages", [])) if snap and snap.values else []
+
+    def close(self) -> None:
+        conn = getattr(self.checkpointer, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        self.workspace.close()

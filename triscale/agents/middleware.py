@@ -1,0 +1,214 @@
+"""Agent middleware: provenance logging, repeated-call detection, approval of expensive calls, tool errors.
+
+Used with ``langchain.agents.create_agent`` together with LangChain's own ``ToolErrorMiddleware``,
+``ModelCallLimitMiddleware`` and ``ToolCallLimitMiddleware`` (see :mod:`triscale.agents.graph`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse, ToolCallRequest
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.errors import GraphBubbleUp
+
+__all__ = ["TriScaleMiddleware", "is_expensive", "tool_error_content", "canonical_call"]
+
+# Calculations that need a person's approval when approval is switched on.
+EXPENSIVE_MD_ATOM_STEPS = 200_000
+
+
+def is_expensive(name: str, args: dict[str, Any]) -> bool:
+    """DFT anywhere, and long MD (atoms are unknown here, so steps alone above 20,000 or any MD with DFT)."""
+    calc = args.get("calculator")
+    method = (calc.get("method") if isinstance(calc, dict) else calc) or ""
+    if str(method).strip().lower() in ("dft", "pyscf", "b3lyp", "pbe", "hf"):
+        return True
+    if name == "molecular_dynamics" and int(args.get("steps", 200) or 0) > EXPENSIVE_MD_ATOM_STEPS // 10:
+        return True
+    return False
+
+
+def tool_error_content(exc: Exception, request: ToolCallRequest) -> str:
+    """What the model reads when a tool raised an exception the tool layer did not turn into a ToolError."""
+    name = request.tool_call.get("name", "tool")
+    return (
+        f"{name} failed: {type(exc).__name__}: {str(exc)[:400]}. Check the arguments against the tool's "
+        "schema, or try another method."
+    )
+
+
+def canonical_call(name: str, args: dict[str, Any]) -> str:
+    return name + ":" + json.dumps(args, sort_keys=True, default=str)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in content)
+    return str(content or "")
+
+
+class TriScaleMiddleware(AgentMiddleware):
+    """Logs every model turn and tool call to the run's provenance log, answers an identical repeated tool
+    call from the earlier result (with a note) instead of running it again, ends the run when the model keeps
+    repeating itself, and asks ``approve(name, args)`` before expensive calls when given.
+
+    One instance serves one run at a time; :class:`~triscale.agents.graph.ScienceAgent` sets :attr:`log` and
+    :attr:`on_event` before each run and state is reset in ``before_agent``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_repeats: int = 2,
+        approve: Callable[[str, dict[str, Any]], bool] | None = None,
+        expensive: Callable[[str, dict[str, Any]], bool] = is_expensive,
+    ):
+        super().__init__()
+        self.max_repeats = max_repeats
+        self.approve = approve
+        self.expensive = expensive
+        self.log = None
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.seen: dict[str, dict[str, Any]] = {}
+        self.turns = 0
+        self.stop_reason = "answered"
+        self.n_tool_calls = 0
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, data)
+            except Exception:  # a display problem must not end the run
+                pass
+
+    # ------------------------------------------------------------------ hooks
+    def before_agent(self, state, runtime) -> None:
+        self.reset()
+        return None
+
+    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]):
+        self.turns += 1
+        t0 = time.monotonic()
+        response = handler(request)
+        dt = time.monotonic() - t0
+        msgs = response.result if isinstance(response, ModelResponse) else [response]
+        ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
+        if ai is not None and ai.tool_calls:
+            repeats = [
+                tc
+                for tc in ai.tool_calls
+                if self.seen.get(canonical_call(tc["name"], tc.get("args") or {}), {}).get("count", 0)
+                >= self.max_repeats
+            ]
+            if len(repeats) == len(ai.tool_calls):
+                # The model is looping on calls it has already made (and been told about): stop it here; the
+                # answer is assembled from the results it already has.
+                self.stop_reason = "repeated_calls"
+                if self.log:
+                    self.log.write(
+                        "guard",
+                        reason="repeated identical tool calls; run ended",
+                        calls=[{"name": t["name"], "args": t["args"]} for t in repeats],
+                    )
+                ai = AIMessage(content=_text(ai.content), id=ai.id)
+                response = ModelResponse(result=[ai], structured_response=None)
+        if self.log is not None and ai is not None:
+            self.log.write(
+                "model_turn",
+                turn=self.turns,
+                wall_time_s=round(dt, 4),
+                n_messages_in=len(request.messages),
+                content=_text(ai.content),
+                tool_calls=[{"name": t["name"], "args": t.get("args"), "id": t.get("id")} for t in ai.tool_calls],
+                usage=getattr(ai, "usage_metadata", None),
+                structured=getattr(response, "structured_response", None) is not None
+                if isinstance(response, ModelResponse)
+                else False,
+            )
+        if ai is not None:
+            self._emit("model", content=_text(ai.content), tool_calls=list(ai.tool_calls))
+        return response
+
+    def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]):
+        tc = request.tool_call
+        name, args, lc_id = tc["name"], dict(tc.get("args") or {}), tc.get("id") or ""
+        key = canonical_call(name, args)
+        self._emit("tool_start", name=name, args=args)
+        t0 = time.monotonic()
+
+        def done(msg: ToolMessage, note: str | None = None) -> ToolMessage:
+            dt = time.monotonic() - t0
+            ok = msg.status != "error" and isinstance(msg.artifact, dict)
+            if self.log is not None:
+                self.log.tool_call(
+                    name=name,
+                    args=args,
+                    lc_id=lc_id,
+                    status="ok" if ok else "error",
+                    wall_time_s=dt,
+                    result=msg.artifact if ok else None,
+                    content=_text(msg.content),
+                    note=note,
+                )
+            self._emit(
+                "tool_end",
+                name=name,
+                args=args,
+                ok=ok,
+                content=_text(msg.content),
+                artifact=msg.artifact if ok else None,
+                wall_time_s=dt,
+            )
+            return msg
+
+        prev = self.seen.get(key)
+        if prev is not None:
+            prev["count"] += 1
+            return done(
+                ToolMessage(
+                    content=f"You already made this exact call; its result was: {prev['content']} "
+                    "Do not repeat it. Use this result, call a different tool, or give the final answer.",
+                    tool_call_id=lc_id,
+                    name=name,
+                    status="error",
+                ),
+                note="repeated identical call answered from the earlier result",
+            )
+        if self.approve is not None and self.expensive(name, args):
+            try:
+                ok = bool(self.approve(name, args))
+            except (EOFError, KeyboardInterrupt):
+                ok = False
+            if self.log is not None:
+                self.log.write("approval", name=name, args=args, approved=ok)
+            if not ok:
+                return done(
+                    ToolMessage(
+                        content=f"The user did not approve this expensive {name} call. Use a cheaper method "
+                        "(calculator 'triscale' or 'gfn2-xtb') or explain what would be needed.",
+                        tool_call_id=lc_id,
+                        name=name,
+                        status="error",
+                    ),
+                    note="not approved",
+                )
+        self.n_tool_calls += 1
+        try:
+            msg = handler(request)
+        except GraphBubbleUp:
+            raise
+        except Exception as exc:  # last line of defence; ToolErrorMiddleware normally handles these
+            msg = ToolMessage(content=tool_error_content(exc, request), tool_call_id=lc_id, name=name, status="error")
+        if not isinstance(msg, ToolMessage):  # a Command: pass through unlogged
+            return msg
+        self.seen[key] = {"count": 1, "content": _text(msg.content)[:2000]}
+        return done(msg)
