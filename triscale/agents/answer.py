@@ -104,7 +104,6 @@ PRIMARY_FIELDS: dict[str, list[str]] = {
     "orbital_energies": ["homo_eV", "lumo_eV", "gap_eV"],
     "build_molecule": ["formula", "n_atoms"],
     "build_bulk": ["formula", "n_atoms"],
-    "plan_experiments": ["selected"],
 }
 _STD_FIELDS = {"energy_eV": "energy_std_eV", "max_force_eV_per_A": "max_force_std_eV_per_A"}
 
@@ -126,12 +125,27 @@ def _structure_ids(rec: ToolRecord) -> list[str]:
     return ids
 
 
+def _plan_item(rec: ToolRecord) -> ResultItem:
+    by_id = {c["structure_id"]: c for c in rec.result.get("ranking", [])}
+    sel = rec.result.get("selected", [])
+    return ResultItem(
+        property="selected",
+        value=", ".join(str(by_id.get(s, {}).get("label", s)) for s in sel),
+        method=f"{rec.result.get('method', '')} ({rec.result.get('acquisition', '')})",
+        structure_ids=list(sel),
+        tool_calls=[rec.call_id] if rec.call_id else [],
+    )
+
+
 def results_from_records(records: list[ToolRecord]) -> list[ResultItem]:
     """The primary values of each successful tool call, with unit, method, uncertainty and provenance ids."""
     items: list[ResultItem] = []
     computed = [r for r in records if r.name not in ("build_molecule", "build_bulk")]
     use = computed or records  # a pure name->structure question answers with the built structure
     for rec in use:
+        if rec.name == "plan_experiments":
+            items.append(_plan_item(rec))
+            continue
         fields = PRIMARY_FIELDS.get(rec.name)
         if fields is None:  # unknown tool: every scalar with a unit suffix
             fields = [k for k, v in rec.result.items() if isinstance(v, int | float) and split_unit(k)[1]]
