@@ -201,7 +201,8 @@ def _split_frames(n_test: int, n_val: int):
     from ase.io import read
 
     frames = read(data_dir() / "frames.extxyz", index=":")
-    n_test = min(n_test, len(frames) // 5)
+    if len(frames) < n_test + n_val + 10:
+        raise SystemExit(f"only {len(frames)} labelled frames: run the 'data' step first")
     test, rest = frames[:n_test], frames[n_test:]
     val, pool = rest[:n_val], rest[n_val:]
     return test, val, pool
@@ -363,6 +364,13 @@ def report(out: Path, png: Path | None = None) -> str:
         for m in methods:
             vals = [f"{cell[(m, n)][key]:.1f}" if (m, n) in cell else "-" for n in sizes]
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
+    base_path = out / "base_model.json"
+    if base_path.exists():  # the base model with only the E0 refit (on 100 frames): the starting point of every curve
+        b = json.loads(base_path.read_text())["e0_refit_only"]
+        lines.append(
+            f"\nBase model without training (E0 refit only): forces {b['forces_mae_meV_per_A']:.1f} meV/Å, "
+            f"energy {b['energy_mae_meV_per_atom']:.1f} meV/atom."
+        )
     table = "\n".join(lines)
     if png is not None:
         import matplotlib
