@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from triscale.foundation import keys as K
 from triscale.foundation.config import FoundationConfig
+from triscale.foundation.graph import graph_to
 from triscale.foundation.model import FoundationModel
 from triscale.foundation.training import (
     batches,
@@ -134,7 +135,7 @@ def lr_factor(recipe: PretrainRecipe, step: int, trained_seconds: float) -> floa
 
 def _weighted_loss(out, batch, weights: dict[int, LossWeights], n_domains: int) -> tuple[torch.Tensor, dict]:
     """Sum over domains present in the batch of weighted MSEs (each domain's errors averaged separately)."""
-    total = torch.zeros((), dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64, device=batch[K.REF_ENERGY].device)
     logs: dict[str, float] = {}
     graph_domain = batch[K.DOMAIN]
     atom_domain = graph_domain[batch[K.BATCH]]
@@ -207,8 +208,11 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=recipe.weight_decay, amsgrad=True
     )
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
     model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    ema = AveragedModel(
+        accelerator.unwrap_model(model), device=device, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True
+    )
     accelerator.register_for_checkpointing(ema)
 
     step, trained_seconds = 0, 0.0
@@ -225,7 +229,6 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
         target.atomic_energies.copy_(torch.tensor(stats["atomic_energies"], dtype=torch.float64))
         target.energy_scale.copy_(torch.tensor(stats["energy_scale"], dtype=torch.float64))
 
-    generator = torch.Generator().manual_seed(recipe.seed + step)
     metrics_log = open(out_dir / "metrics.jsonl", "a")
     # A fixed random subset of validation structures (both domains), restricted to elements seen in training.
     known = set(stats["elements"])
@@ -233,7 +236,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     order = np.random.default_rng(recipe.seed).permutation(len(val))[: recipe.max_eval_structures]
     val = [val[i] for i in sorted(order)]
     start = time.perf_counter() - trained_seconds
-    epoch_iter = iter(())
+    epoch_iter = _train_batches(splits["train"], recipe, step)
     model.train()
     stop_reason = "max_steps"
     last_log = time.perf_counter()
@@ -242,12 +245,8 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
         if recipe.max_minutes is not None and trained_seconds / 60 > recipe.max_minutes:
             stop_reason = "max_minutes"
             break
-        try:
-            batch = next(epoch_iter)
-        except StopIteration:
-            epoch_iter = batches(splits["train"], recipe.batch_size, generator, shuffle=True)
-            batch = next(epoch_iter)
-        batch = {k: (v.float() if v.is_floating_point() and not k.startswith("REF_") else v) for k, v in batch.items()}
+        batch = next(epoch_iter)
+        batch = graph_to(batch, torch.float32, device)
         has_stress = bool(torch.isfinite(batch[K.REF_STRESS]).any())
         out = model(batch, compute_forces=True, compute_stress=has_stress, create_graph=True)
         loss, logs = _weighted_loss(out, batch, weights, len(config.domains))
@@ -263,11 +262,11 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
             last_log = time.perf_counter()
             rate = step / max(time.perf_counter() - start, 1e-9)  # since the first run
             console.print(
-                f"step {step:6d} loss {float(loss):.4g} lr {optimizer.param_groups[0]['lr']:.2e} "
+                f"step {step:6d} loss {float(loss.detach()):.4g} lr {optimizer.param_groups[0]['lr']:.2e} "
                 + " ".join(f"{k} {v:.3g}" for k, v in sorted(logs.items()))
                 + f" ({rate:.2f} it/s)"
             )
-            metrics_log.write(json.dumps({"step": step, "loss": float(loss), **logs}) + "\n")
+            metrics_log.write(json.dumps({"step": step, "loss": float(loss.detach()), **logs}) + "\n")
             metrics_log.flush()
         if step % recipe.eval_every == 0 and val:
             metrics = {"step": step, **{f"val_{k}": v for k, v in evaluate(ema.module, val).items()}}
@@ -295,6 +294,22 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     console.print(f"[bold]held-out metrics[/]: {json.dumps(test_metrics, indent=1)}")
     plot_learning_curve(out_dir / "metrics.jsonl", out_dir / "learning_curve.png")
     return final_dir
+
+
+def _train_batches(train: list[dict], recipe: PretrainRecipe, step: int):
+    """Shuffled training batches from ``step`` on, forever.
+
+    Each epoch's order depends only on (seed, epoch), so a resumed run sees exactly the batches the killed run
+    would have seen next.
+    """
+    per_epoch = math.ceil(len(train) / recipe.batch_size)
+    epoch, skip = divmod(step, per_epoch)
+    while True:
+        generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
+        for i, batch in enumerate(batches(train, recipe.batch_size, generator, shuffle=True)):
+            if i >= skip:
+                yield batch
+        epoch, skip = epoch + 1, 0
 
 
 def _checkpoint(accelerator, state_dir: Path, progress_path: Path, step: int, trained_seconds: float) -> None:

@@ -135,8 +135,9 @@ def evaluate(model, graphs: Sequence[dict], batch_size: int = 32, dtype=torch.fl
 
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
+    device = next(model.parameters()).device
     for batch in batches(graphs, batch_size, None, shuffle=False):
-        batch = graph_to(batch, dtype)
+        batch = graph_to(batch, dtype, device)
         has_stress = bool(torch.isfinite(batch[K.REF_STRESS]).any())
         out = model(batch, compute_forces=True, compute_stress=has_stress, create_graph=False)
         errors = losses_and_errors(out, batch)
