@@ -90,3 +90,33 @@ def test_cli_replays_exported_workflow(make_agent, agent_ws, tmp_path):
     assert energy == pytest.approx(run.answer.results[0].value, abs=1e-9)
     r = CliRunner().invoke(app, ["runs", "show", run.run_id[:12], "--workspace", str(agent_ws.root)])
     assert r.exit_code == 0 and "single_point" in r.output and "answer" in r.output
+
+
+def test_chat_repl_streams_tools_and_keeps_the_session(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from triscale.cli import app
+
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([
+        {"tool": "build_bulk", "args": {"name": "Cu", "cubic": True}},
+        {"tool": "equation_of_state", "args": {"structure_id": "st1", "calculator": "emt", "n_points": 5}},
+        "",
+        "You asked about the Cu lattice constant.",
+    ]))
+    ws = tmp_path / "ws"
+    r = CliRunner().invoke(
+        app, ["chat", "--llm", f"scripted:{script}", "--workspace", str(ws), "--session", "demo"],
+        input="Lattice constant of Cu with EMT?\nWhat did I ask?\n/runs\n/quit\n",
+    )
+    assert r.exit_code == 0, r.output
+    assert "→ build_bulk" in r.output and "→ equation_of_state" in r.output and "lattice constant" in r.output
+    assert "You asked about the Cu lattice constant." in r.output
+    assert r.output.count("Lattice constant of Cu with EMT?") >= 1  # listed by /runs
+    from triscale.agents import ScienceAgent, ScriptedChatModel
+
+    again = ScienceAgent(ScriptedChatModel(messages=iter([])), ws)
+    assert len(again.history("demo")) >= 6
+    again.close()

@@ -63,7 +63,7 @@ def _recipe(data, out_dir, **overrides) -> PretrainRecipe:
 def test_pretrain_learns_and_exports(emt_data, tmp_path):
     torch_state = torch.random.get_rng_state()
     final = pretrain(_recipe(emt_data, tmp_path / "run"))
-    assert torch.equal(torch.random.get_rng_state(), torch_state)  # seeded init is forked: the caller's RNG is untouched
+    assert torch.equal(torch.random.get_rng_state(), torch_state)  # seeded init is forked: caller RNG untouched
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "val_forces_mae_meV_per_A" in r]
     assert len(evals) == 2 and evals[-1]["val_forces_mae_meV_per_A"] < evals[0]["val_forces_mae_meV_per_A"]

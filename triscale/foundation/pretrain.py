@@ -211,7 +211,10 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
     ema = AveragedModel(
-        accelerator.unwrap_model(model), device=device, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True
+        accelerator.unwrap_model(model),
+        device=device,
+        multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay),
+        use_buffers=True,
     )
     accelerator.register_for_checkpointing(ema)
 
