@@ -113,6 +113,9 @@ class MaterialConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     groups: list[str] | None = Field(None, description="ids from MATERIAL_PROTOTYPES; None: all of them")
+    n_combinatorial: int = Field(
+        0, ge=0, description="extra groups sampled (seeded) from combinatorial_material_specs(): chemical breadth"
+    )
     model: Literal["0.3.0"] = "0.3.0"
     max_atoms: int = Field(64, ge=2)
     size_exponent: float = Field(0.5, description="supercell sizes N are drawn with weight N**-size_exponent")
@@ -146,6 +149,8 @@ class DatagenConfig(BaseModel):
     def recipe_hash(self) -> str:
         """Hash of everything that changes the data (not ``out``)."""
         payload = self.model_dump(mode="json", exclude={"out"})
+        if not payload["material"]["n_combinatorial"]:  # added later: recipes without it keep their hash
+            del payload["material"]["n_combinatorial"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -424,16 +429,90 @@ MATERIAL_PROTOTYPES: tuple[MaterialSpec, ...] = (
 )
 
 
-def _material_specs(cfg: MaterialConfig) -> list[MaterialSpec]:
+# Element pools of the combinatorial catalogue (all well covered by CHGNet's MPtrj training data).
+_METALS = (
+    "Li Na K Rb Be Mg Ca Sr Ba Sc Y Ti Zr Hf V Nb Ta Cr Mo W Mn Re Fe Ru Os Co Rh Ir Ni Pd Pt Cu Ag Au Zn Cd Al Ga "
+    "In Sn Pb"
+).split()
+_CATIONS = "Li Na K Rb Mg Ca Sr Ba Zn Cd Ga In Al Sc Y Ti Zr Hf Mn Fe Co Ni Cu Ag Pb Sn".split()
+_ANIONS = "O S Se N P As F Cl Br I".split()
+_PEROVSKITE_A = "Ca Sr Ba K Na La Pb".split()
+_PEROVSKITE_B = "Ti Zr Hf Nb Ta Sn Fe Mn V Al Ga Cr".split()
+_FLUORITE_A = "Ca Sr Ba Zr Hf Ce Cd Pb".split()
+
+
+def combinatorial_material_specs() -> list[MaterialSpec]:
+    """A broad catalogue of simple prototypes over many elements, with lattice parameters from covalent radii.
+
+    The hand-picked MATERIAL_PROTOTYPES give ~50 groups, too few for a prototype-level held-out split to test
+    anything but extrapolation to unseen chemistry. This pool (elemental fcc/bcc/hcp, binary rock-salt, CsCl and
+    zinc-blende, 50/50 fcc/bcc alloys, ABO3 perovskites, AX2 fluorites) is sampled by ``n_combinatorial``. The
+    radius-based lattice parameters are only a start: every group is cell-relaxed with CHGNet before sampling.
+    """
+    from itertools import combinations
+
+    from ase.data import atomic_numbers, covalent_radii
+
+    r = {s: float(covalent_radii[atomic_numbers[s]]) for s in {*_METALS, *_CATIONS, *_ANIONS, "La", "Ce", "O"}}
+    specs: list[MaterialSpec] = []
+    for m in _METALS:
+        d = 2.0 * r[m] * 0.97  # nearest-neighbour distance of the metal
+        specs += [
+            _spec(f"fcc:{m}", round(d * 2**0.5, 3)),
+            _spec(f"bcc:{m}", round(2 * d / 3**0.5, 3)),
+            _spec(f"hcp:{m}", round(d, 3), round(d * 1.633, 3)),
+        ]
+    for c in _CATIONS:
+        for x in _ANIONS:
+            d = r[c] + r[x]
+            specs += [
+                _spec(f"rocksalt:{c}{x}", round(2 * d, 3)),
+                _spec(f"B2:{c}{x}", round(2 * d / 3**0.5, 3)),
+                _spec(f"zincblende:{c}{x}", round(4 * d / 3**0.5, 3)),
+            ]
+    for a_, b_ in combinations(_METALS, 2):
+        d = (r[a_] + r[b_]) * 0.97
+        specs += [
+            _spec(f"fcc-alloy:{a_}{b_}", round(d * 2**0.5, 3)),
+            _spec(f"bcc-alloy:{a_}{b_}", round(2 * d / 3**0.5, 3)),
+            _spec(f"B2:{a_}{b_}", round(2 * d / 3**0.5, 3)),
+        ]
+    for a_ in _PEROVSKITE_A:
+        for b_ in _PEROVSKITE_B:
+            specs.append(_spec(f"perovskite:{a_}{b_}O3", round(2 * (r[b_] + r["O"]) * 0.87, 3)))
+    for a_ in _FLUORITE_A:
+        for x in ("O", "F", "Cl"):
+            specs.append(_spec(f"fluorite:{a_}{x}2", round(4 * (r[a_] + r[x]) / 3**0.5, 3)))
+    return specs
+
+
+def _material_specs(cfg: MaterialConfig, seed: int = 0) -> list[MaterialSpec]:
     if not cfg.enabled:
         return []
     by_id = {s.id: s for s in MATERIAL_PROTOTYPES}
     if cfg.groups is None:
-        return list(MATERIAL_PROTOTYPES)
-    unknown = [g for g in cfg.groups if g not in by_id]
-    if unknown:
-        raise ValueError(f"unknown material groups {unknown}; known: {sorted(by_id)}")
-    return [by_id[g] for g in cfg.groups]
+        chosen = list(MATERIAL_PROTOTYPES)
+    else:
+        unknown = [g for g in cfg.groups if g not in by_id]
+        if unknown:
+            raise ValueError(f"unknown material groups {unknown}; known: {sorted(by_id)}")
+        chosen = [by_id[g] for g in cfg.groups]
+    if cfg.n_combinatorial:
+        # Never a hand-picked group (even one not chosen here), so datasets from both catalogues do not overlap.
+        taken = {s.id for s in MATERIAL_PROTOTYPES}
+        by_kind: dict[str, list[MaterialSpec]] = {}
+        for spec in combinatorial_material_specs():
+            if spec.id not in taken:
+                by_kind.setdefault(spec.kind, []).append(spec)
+        rng = np.random.default_rng(_derive_seed(seed, "combinatorial"))
+        queues = [[specs[i] for i in rng.permutation(len(specs))] for _, specs in sorted(by_kind.items())]
+        picked: list[MaterialSpec] = []
+        while len(picked) < cfg.n_combinatorial and any(queues):  # round-robin over kinds: balanced prototypes
+            for queue in queues:
+                if queue and len(picked) < cfg.n_combinatorial:
+                    picked.append(queue.pop())
+        chosen += picked
+    return chosen
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -446,7 +525,7 @@ def make_plan(config: DatagenConfig) -> list[dict]:
     molecules = _molecule_entries(config.molecule, seed)
     materials = [
         {"group": s.id, "spec": s.model_dump(), "source": "prototype", "elements": s.elements}
-        for s in _material_specs(config.material)
+        for s in _material_specs(config.material, seed)
     ]
     for entries in (molecules, materials):
         groups: dict[str, set[str]] = {}
