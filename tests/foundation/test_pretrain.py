@@ -104,3 +104,16 @@ def test_lr_schedule_warms_up_and_decays_over_the_time_budget():
     # half the wall-time budget gone at step 20: the schedule follows time, not steps
     assert lr_factor(recipe, 20, 300.0) == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-6)
     assert lr_factor(recipe, 20, 600.0) == pytest.approx(0.1)
+
+
+def test_init_from_starts_at_the_given_weights(emt_data, tmp_path):
+    first = pretrain(_recipe(emt_data, tmp_path / "a"))
+    pretrain(_recipe(emt_data, tmp_path / "b", max_steps=1, init_from=str(first)))
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    loss = [r["loss"] for r in rows if "loss" in r]
+    started = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert started < 0.5 * loss[0]
+    other = _recipe(emt_data, tmp_path / "c", max_steps=1, init_from=str(first))
+    other.model["hidden_channels"] = 16
+    with pytest.raises((ValueError, RuntimeError)):
+        pretrain(other)

@@ -68,6 +68,9 @@ class PretrainRecipe(BaseModel):
     seed: int = 0
     num_threads: int = Field(1, ge=1)
     limit_train: int | None = Field(None, ge=1, description="use only this many training structures")
+    init_from: str | None = Field(
+        None, description="start from this checkpoint's weights (name or directory; same architecture), fresh schedule"
+    )
 
 
 def load_recipe(path: str | Path) -> PretrainRecipe:
@@ -184,6 +187,15 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     with torch.random.fork_rng():  # seeded initialisation without touching the caller's global RNG
         torch.manual_seed(recipe.seed)
         model = FoundationModel(config)
+    if recipe.init_from is not None:
+        # Weights only: E0/energy scale are refitted on this recipe's data below, the schedule starts afresh.
+        from triscale.foundation.checkpoints import load_checkpoint
+
+        start = load_checkpoint(recipe.init_from)
+        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"init_from {recipe.init_from!r}: architecture differs ({missing=}, {unexpected=})")
+        console.print(f"[bold]initialised[/] from {recipe.init_from}")
     t0 = time.perf_counter()
     splits = _load_graphs(recipe, config.domains, config.cutoff)
     console.print(
