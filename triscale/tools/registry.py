@@ -110,7 +110,7 @@ def register(
 
 def _ensure_loaded() -> None:
     # The tool modules register themselves on import.
-    from triscale.tools import builders, continuum, jobs, planner, simulation  # noqa: F401
+    from triscale.tools import builders, continuum, jobs, planner, quantum, simulation  # noqa: F401
 
 
 def list_tools(category: str | None = None) -> list[Tool]:

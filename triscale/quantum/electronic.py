@@ -1,0 +1,539 @@
+"""Electronic structure behind one interface: GFN2/GFN1-xTB (tblite) and HF/DFT (PySCF).
+
+:func:`electronic_structure` returns an :class:`ElectronicStructure` with orbital energies, occupations, HOMO-LUMO
+gap, partial charges, dipole and the AO-basis matrices (converged Fock/Hamiltonian, overlap, density, orbital
+coefficients). Results are cached per (geometry, charge, spin, method options) in memory; :func:`save_npz` /
+:func:`load_npz` persist them (the tool keeps one file per structure and method in the workspace).
+
+Units: energies in eV in the summary fields (``*_eV``), dipole in e·Å, charges in e; the AO matrices stay in the
+codes' atomic units (Hartree, dimensionless overlap) and their keys say so (``fock_Eh``).
+
+AO order: tblite orders the AOs of an atom by shell and the three p functions of a shell as (p_y, p_z, p_x)
+(real spherical harmonics m = -1, 0, 1); PySCF orders p as (p_x, p_y, p_z). :data:`P_ORDER` records this and
+:mod:`triscale.quantum.basis` builds the rotation matrices from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms, units
+
+__all__ = [
+    "ElectronicStructure",
+    "QuantumInputError",
+    "QuantumComputationError",
+    "METHODS",
+    "MAX_ATOMS",
+    "P_ORDER",
+    "electronic_structure",
+    "cache_key",
+    "save_npz",
+    "load_npz",
+    "xtb_shells",
+    "density_cube",
+    "density_slice_png",
+    "clear_cache",
+]
+
+METHODS = ("gfn2-xtb", "gfn1-xtb", "dft", "hf")
+#: per-method atom limits (PySCF grows ~N^3-N^4: a 30-atom B3LYP/def2-SVP run is already minutes on one core)
+MAX_ATOMS = {"gfn2-xtb": 300, "gfn1-xtb": 300, "dft": 30, "hf": 30}
+#: Cartesian index (x=0, y=1, z=2) of each p component, in each code's AO order
+P_ORDER = {"tblite": (1, 2, 0), "pyscf": (0, 1, 2)}
+
+
+class QuantumInputError(ValueError):
+    """The request is invalid (method, basis, charge/spin, size); the message says what is allowed."""
+
+
+class QuantumComputationError(RuntimeError):
+    """The calculation itself failed (SCF not converged, library error)."""
+
+
+# AO shells per element in tblite, measured with single-atom runs of tblite 0.4 (norbitals: 1 -> s, 2 -> s s,
+# 4 -> s p, 9 -> s p d). Elements not listed below have 9 AOs (s, p and d shells).
+_XTB_NAO = {
+    "gfn2-xtb": {1: 1, **{z: 4 for z in (2, 3, 4, 5, 6, 7, 8, 9, 11, 19, 30, 37, 48, 55, 80, 81, 82, 83, 84)}},
+    "gfn1-xtb": {1: 2, 2: 1, **{z: 4 for z in (3, 4, 5, 6, 7, 8, 9, 11, 12, 19, 30, 37, 48, 55, 80, 81, 82, 83)}},
+}
+
+
+def xtb_shells(method: str, z: int) -> tuple[int, ...]:
+    """Angular momenta of the shells of element ``z`` in tblite's basis for ``method`` (``'gfn2-xtb'``...).
+
+    The s/p layout (H, C, N, O, ...) is exact; for 9-AO atoms only the AO count is certain (the shell order of
+    d elements is 3d 4s 4p in GFN2), so callers use it for counting only.
+    """
+    n = _XTB_NAO[method].get(int(z), 9)
+    return {1: (0,), 2: (0, 0), 4: (0, 1), 9: (0, 1, 2)}[n]
+
+
+@dataclass
+class ElectronicStructure:
+    """The result of one electronic-structure calculation (see the module docstring for units and AO order)."""
+
+    method: str  # e.g. "gfn2-xtb", "dft/b3lyp/def2-svp", "hf/sto-3g"
+    code: str  # "tblite" | "pyscf"
+    numbers: np.ndarray  # (N,)
+    positions: np.ndarray  # (N, 3) Å
+    charge: int
+    spin: int
+    energy_eV: float
+    orbital_energies_eV: np.ndarray  # (n_ao,) ascending; unrestricted: alpha and beta merged and sorted
+    occupations: np.ndarray  # (n_ao,) electrons per orbital (0..2)
+    homo_index: int
+    charges_e: np.ndarray  # (N,) partial charges (tblite: GFN2/GFN1 Mulliken-type; PySCF: Mulliken)
+    dipole_e_A: np.ndarray  # (3,)
+    fock_Eh: np.ndarray  # (n_ao, n_ao) converged Fock/Kohn-Sham matrix (restricted; alpha for unrestricted)
+    overlap: np.ndarray  # (n_ao, n_ao)
+    density_matrix: np.ndarray  # (n_ao, n_ao) total density matrix, electrons
+    coefficients: np.ndarray  # (n_ao, n_mo) orbital coefficients, columns are MOs (alpha for unrestricted)
+    ao_atom: np.ndarray  # (n_ao,) atom of each AO
+    ao_l: np.ndarray  # (n_ao,) angular momentum of each AO (-1 where unknown)
+    core_hamiltonian_Eh: np.ndarray | None = None  # (n_ao, n_ao) tblite: the non-SCF H0; PySCF: T + V_nuc
+    converged: bool = True
+    n_scf_cycles: int | None = None
+    basis: str | None = None  # PySCF basis name
+    functional: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_ao(self) -> int:
+        return int(self.overlap.shape[0])
+
+    @property
+    def homo_eV(self) -> float:
+        return float(self.orbital_energies_eV[self.homo_index])
+
+    @property
+    def lumo_eV(self) -> float | None:
+        i = self.homo_index + 1
+        return float(self.orbital_energies_eV[i]) if i < len(self.orbital_energies_eV) else None
+
+    @property
+    def gap_eV(self) -> float | None:
+        lumo = self.lumo_eV
+        return None if lumo is None else lumo - self.homo_eV
+
+    def atoms(self) -> Atoms:
+        return Atoms(numbers=self.numbers, positions=self.positions)
+
+
+# --------------------------------------------------------------------------------------------- the calculation
+
+
+def _canonical_method(method: str) -> str:
+    m = str(method).strip().lower().replace("_", "-")
+    m = {"xtb": "gfn2-xtb", "gfn2": "gfn2-xtb", "tblite": "gfn2-xtb", "gfn1": "gfn1-xtb", "pyscf": "dft"}.get(m, m)
+    if m in ("rhf", "uhf"):
+        m = "hf"
+    if m not in METHODS:
+        raise QuantumInputError(f"Unknown electronic-structure method {method!r}; choose one of {', '.join(METHODS)}.")
+    return m
+
+
+def _check(atoms: Atoms, method: str, charge: int, spin: int) -> None:
+    n = len(atoms)
+    if n == 0:
+        raise QuantumInputError("The structure has no atoms.")
+    if atoms.pbc.any():
+        raise QuantumInputError(
+            "electronic_structure handles molecules only (the structure is periodic).",
+            "Use a molecule, or orbital_energies with gfn1-xtb for periodic systems.",
+        )
+    if not np.all(np.isfinite(atoms.positions)):
+        raise QuantumInputError("The structure has non-finite coordinates.")
+    if n > MAX_ATOMS[method]:
+        cheaper = " Use method 'gfn2-xtb' (≤300 atoms)." if method in ("dft", "hf") else ""
+        raise QuantumInputError(f"{method} is limited to {MAX_ATOMS[method]} atoms; this structure has {n}.{cheaper}")
+    n_el = int(atoms.numbers.sum()) - int(charge)
+    if n_el < 1:
+        raise QuantumInputError(f"Charge {charge} leaves {n_el} electrons.")
+    if (n_el - int(spin)) % 2:
+        raise QuantumInputError(
+            f"{n_el} electrons cannot have {spin} unpaired electrons; set spin (2S) odd for an odd electron count."
+        )
+
+
+def cache_key(
+    atoms: Atoms,
+    method: str,
+    charge: int = 0,
+    spin: int = 0,
+    functional: str | None = None,
+    basis: str | None = None,
+) -> str:
+    """A stable hash of what determines the result: elements, positions (to 1e-8 Å), charge, spin, method."""
+    method = _canonical_method(method)
+    h = hashlib.sha1()
+    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    h.update(np.round(np.asarray(atoms.positions, dtype=np.float64), 8).tobytes())
+    opts = (method, int(charge), int(spin))
+    if method == "dft":
+        opts += (str(functional or "b3lyp").lower(), str(basis or "def2-svp").lower())
+    elif method == "hf":
+        opts += (str(basis or "def2-svp").lower(),)
+    h.update(repr(opts).encode())
+    return h.hexdigest()[:16]
+
+
+_CACHE: OrderedDict[str, ElectronicStructure] = OrderedDict()
+_CACHE_SIZE = 64
+_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+def electronic_structure(
+    atoms: Atoms,
+    method: str = "gfn2-xtb",
+    *,
+    charge: int | None = None,
+    spin: int | None = None,
+    functional: str = "b3lyp",
+    basis: str = "def2-svp",
+    max_scf_cycles: int = 200,
+    use_cache: bool = True,
+) -> ElectronicStructure:
+    """Run (or fetch from the cache) one electronic-structure calculation of a molecule.
+
+    ``method``: ``gfn2-xtb`` (default), ``gfn1-xtb``, ``dft`` (``functional``/``basis``) or ``hf`` (``basis``).
+    ``charge``/``spin`` (2S) default to ``atoms.info`` or 0. Unrestricted when ``spin > 0``.
+    """
+    method = _canonical_method(method)
+    charge = int(atoms.info.get("charge", 0) if charge is None else charge)
+    spin = int(atoms.info.get("spin", 0) if spin is None else spin)
+    _check(atoms, method, charge, spin)
+    key = cache_key(atoms, method, charge, spin, functional, basis)
+    if use_cache:
+        with _LOCK:
+            if key in _CACHE:
+                _CACHE.move_to_end(key)
+                return _CACHE[key]
+    if method in ("gfn2-xtb", "gfn1-xtb"):
+        es = _run_tblite(atoms, method, charge, spin, max_scf_cycles)
+    else:
+        es = _run_pyscf(atoms, method, charge, spin, functional, basis, max_scf_cycles)
+    if use_cache:
+        with _LOCK:
+            _CACHE[key] = es
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return es
+
+
+def _homo(occ: np.ndarray) -> int:
+    occupied = np.where(occ > 1e-3)[0]
+    if len(occupied) == 0:
+        raise QuantumComputationError("No occupied orbitals found.")
+    return int(occupied.max())
+
+
+def _run_tblite(atoms: Atoms, method: str, charge: int, spin: int, max_scf_cycles: int) -> ElectronicStructure:
+    from tblite.interface import Calculator
+
+    calc = Calculator(
+        "GFN2-xTB" if method == "gfn2-xtb" else "GFN1-xTB",
+        np.asarray(atoms.numbers),
+        np.asarray(atoms.positions, dtype=float) / units.Bohr,
+        charge=float(charge),
+        uhf=int(spin),
+    )
+    calc.set("verbosity", 0)
+    calc.set("max-iter", int(max_scf_cycles))
+    calc.set("save-integrals", 1)
+    try:
+        res = calc.singlepoint()
+    except Exception as e:  # noqa: BLE001 - tblite raises TBLiteRuntimeError for SCF failures
+        raise QuantumComputationError(f"{method} failed: {e}") from e
+    eps = np.asarray(res.get("orbital-energies"), dtype=float)
+    occ = np.asarray(res.get("orbital-occupations"), dtype=float)
+    coeff = np.asarray(res.get("orbital-coefficients"), dtype=float)
+    density = np.asarray(res.get("density-matrix"), dtype=float)
+    if eps.ndim == 2:  # spin-polarised: merge for the summary, keep alpha for the Fock matrix
+        coeff = coeff[0]
+        density = density.sum(axis=0) if density.ndim == 3 else density
+        order = np.argsort(eps.ravel())
+        eps_a = eps[0]
+        eps, occ = eps.ravel()[order], occ.ravel()[order]
+    else:
+        eps_a = eps
+    overlap = np.asarray(res.get("overlap-matrix"), dtype=float)
+    # tblite's "hamiltonian-matrix" is the core H0; the converged Fock matrix is S C diag(eps) C^T S (exact for
+    # the full, square C that tblite returns).
+    sc = overlap @ coeff
+    fock = (sc * eps_a) @ sc.T
+    fock = 0.5 * (fock + fock.T)
+    n_ao = overlap.shape[0]
+    counts = [len(_ao_ls(method, z)) for z in atoms.numbers]
+    if sum(counts) != n_ao:  # pragma: no cover - the table is measured; guard against a tblite change
+        ao_atom, ao_l = np.full(n_ao, -1), np.full(n_ao, -1)
+    else:
+        ao_atom = np.repeat(np.arange(len(atoms)), counts)
+        ao_l = np.concatenate([_ao_ls(method, z) for z in atoms.numbers])
+    return ElectronicStructure(
+        method=method,
+        code="tblite",
+        numbers=np.asarray(atoms.numbers).copy(),
+        positions=np.asarray(atoms.positions, dtype=float).copy(),
+        charge=charge,
+        spin=spin,
+        energy_eV=float(res.get("energy")) * units.Hartree,
+        orbital_energies_eV=eps * units.Hartree,
+        occupations=occ,
+        homo_index=_homo(occ),
+        charges_e=np.asarray(res.get("charges"), dtype=float),
+        dipole_e_A=np.asarray(res.get("dipole"), dtype=float) * units.Bohr,
+        fock_Eh=fock,
+        overlap=overlap,
+        density_matrix=density,
+        coefficients=coeff,
+        ao_atom=ao_atom,
+        ao_l=ao_l,
+        core_hamiltonian_Eh=np.asarray(res.get("hamiltonian-matrix"), dtype=float),
+    )
+
+
+def _ao_ls(method: str, z: int) -> np.ndarray:
+    shells = xtb_shells(method, z)
+    if shells == (0, 1, 2):  # only the count is certain for d elements
+        return np.full(9, -1)
+    return np.concatenate([np.full(2 * ll + 1, ll) for ll in shells])
+
+
+def build_pyscf_mol(atoms: Atoms, basis: str, charge: int = 0, spin: int = 0):
+    """A PySCF ``Mole`` for ``atoms`` (Å) with a clear error for unknown basis sets."""
+    from pyscf import gto
+
+    try:
+        return gto.M(
+            atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)],
+            unit="Angstrom",
+            basis=basis,
+            charge=charge,
+            spin=spin,
+            verbose=0,
+        )
+    except Exception as e:  # noqa: BLE001 - PySCF raises bare Exceptions/KeyErrors for unknown basis sets
+        raise QuantumInputError(
+            f"PySCF could not build the molecule with basis {basis!r}: {e}. Try 'def2-svp', 'sto-3g' or '6-31g'."
+        ) from e
+
+
+def make_pyscf_mf(mol, method: str, functional: str, spin: int, max_scf_cycles: int = 200):
+    from pyscf import dft, scf
+
+    if method == "hf" or functional.strip().lower() in ("hf", "rhf", "uhf"):
+        mf = scf.RHF(mol) if spin == 0 else scf.UHF(mol)
+    else:
+        from pyscf.dft import libxc
+
+        try:
+            libxc.parse_xc(functional)
+        except Exception as e:  # noqa: BLE001
+            raise QuantumInputError(f"Unknown functional {functional!r}; try 'b3lyp', 'pbe', 'pbe0' or 'hf'.") from e
+        mf = dft.RKS(mol) if spin == 0 else dft.UKS(mol)
+        mf.xc = functional
+    mf.max_cycle = int(max_scf_cycles)
+    mf.verbose = 0
+    return mf
+
+
+def _run_pyscf(
+    atoms: Atoms, method: str, charge: int, spin: int, functional: str, basis: str, max_scf_cycles: int
+) -> ElectronicStructure:
+    mol = build_pyscf_mol(atoms, basis, charge, spin)
+    mf = make_pyscf_mf(mol, method, functional, spin, max_scf_cycles)
+    cycles = {"n": 0}
+
+    def _count(envs: dict[str, Any]) -> None:
+        cycles["n"] = int(envs.get("cycle", cycles["n"])) + 1
+
+    mf.callback = _count
+    try:
+        e_tot = mf.kernel()
+    except Exception as e:  # noqa: BLE001
+        raise QuantumComputationError(f"PySCF {method} failed: {type(e).__name__}: {e}") from e
+    if not mf.converged:
+        raise QuantumComputationError(
+            f"The SCF of {method}/{basis} did not converge in {max_scf_cycles} cycles; raise max_scf_cycles or "
+            "check charge/spin."
+        )
+    overlap = np.asarray(mf.get_ovlp())
+    dm = np.asarray(mf.make_rdm1())
+    fock = np.asarray(mf.get_fock(dm=dm))
+    mo_e, mo_occ, mo_c = np.asarray(mf.mo_energy), np.asarray(mf.mo_occ), np.asarray(mf.mo_coeff)
+    if mo_e.ndim == 2:  # unrestricted
+        dm_total = dm.sum(axis=0)
+        fock, mo_c = fock[0], mo_c[0]
+        order = np.argsort(mo_e.ravel())
+        eps, occ = mo_e.ravel()[order], mo_occ.ravel()[order]
+    else:
+        dm_total, eps, occ = dm, mo_e, mo_occ
+    _, chg = mf.mulliken_pop(verbose=0)
+    dip = np.asarray(mf.dip_moment(unit="AU", verbose=0)) * units.Bohr
+    ao_l = np.asarray([mol.bas_angular(b) for b in range(mol.nbas) for _ in range(2 * mol.bas_angular(b) + 1)])
+    ao_atom = np.asarray([mol.bas_atom(b) for b in range(mol.nbas) for _ in range(2 * mol.bas_angular(b) + 1)])
+    label = f"dft/{functional.lower()}/{basis.lower()}" if method == "dft" else f"hf/{basis.lower()}"
+    return ElectronicStructure(
+        method=label,
+        code="pyscf",
+        numbers=np.asarray(atoms.numbers).copy(),
+        positions=np.asarray(atoms.positions, dtype=float).copy(),
+        charge=charge,
+        spin=spin,
+        energy_eV=float(e_tot) * units.Hartree,
+        orbital_energies_eV=eps * units.Hartree,
+        occupations=occ,
+        homo_index=_homo(occ),
+        charges_e=np.asarray(chg, dtype=float),
+        dipole_e_A=dip,
+        fock_Eh=0.5 * (fock + fock.T),
+        overlap=overlap,
+        density_matrix=dm_total,
+        coefficients=mo_c,
+        ao_atom=ao_atom,
+        ao_l=ao_l,
+        core_hamiltonian_Eh=np.asarray(mf.get_hcore()),
+        converged=bool(mf.converged),
+        n_scf_cycles=cycles["n"],
+        basis=basis,
+        functional=functional if method == "dft" else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------- persistence
+
+_ARRAYS = (
+    "numbers",
+    "positions",
+    "orbital_energies_eV",
+    "occupations",
+    "charges_e",
+    "dipole_e_A",
+    "fock_Eh",
+    "overlap",
+    "density_matrix",
+    "coefficients",
+    "ao_atom",
+    "ao_l",
+    "core_hamiltonian_Eh",
+)
+
+
+def save_npz(es: ElectronicStructure, path: str | Path) -> Path:
+    """Write every array and scalar of ``es`` to a compressed ``.npz`` (no pickles; strings as 0-d arrays)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    d = asdict(es)
+    arrays = {k: np.asarray(d[k]) for k in _ARRAYS if d[k] is not None}
+    scalars = {k: np.asarray(v) for k, v in d.items() if k not in _ARRAYS and k != "notes" and v is not None}
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays, **scalars, homo_eV=es.homo_eV, gap_eV=np.nan if es.gap_eV is None else es.gap_eV)
+    tmp.replace(path)
+    return path
+
+
+def load_npz(path: str | Path) -> ElectronicStructure:
+    with np.load(path, allow_pickle=False) as z:
+        kw: dict[str, Any] = {}
+        for name in ElectronicStructure.__dataclass_fields__:
+            if name == "notes":
+                continue
+            if name in z.files:
+                v = z[name]
+                kw[name] = v if name in _ARRAYS else v.item()
+        return ElectronicStructure(**kw)
+
+
+# --------------------------------------------------------------------------------------------- density
+
+
+def density_cube(es: ElectronicStructure, path: str | Path, resolution_A: float = 0.2, margin_A: float = 3.0):
+    """Electron density (e/Bohr³) on a regular grid written as a Gaussian cube file (PySCF results only).
+
+    Returns ``(path, grid_shape, integrated_electrons)``; the integral over the box is a check that the grid and
+    margin are fine enough.
+    """
+    if es.code != "pyscf":
+        raise QuantumInputError(
+            "A density grid needs the basis functions, which tblite does not expose; use method 'dft' or 'hf' "
+            "(PySCF) for the density cube."
+        )
+    from pyscf.tools import cubegen
+
+    mol = build_pyscf_mol(es.atoms(), es.basis or "def2-svp", es.charge, es.spin)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    res_bohr = resolution_A / units.Bohr
+    cube = cubegen.Cube(mol, resolution=res_bohr, margin=margin_A / units.Bohr)
+    rho = cubegen.density(mol, str(path), es.density_matrix, resolution=res_bohr, margin=margin_A / units.Bohr)
+    voxel = abs(np.linalg.det(cube.box)) / (cube.nx * cube.ny * cube.nz)
+    return path, tuple(int(x) for x in rho.shape), float(rho.sum() * voxel)
+
+
+def _principal_plane(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    center = positions.mean(axis=0)
+    x = positions - center
+    if len(positions) < 3:
+        e1 = x[-1] / max(np.linalg.norm(x[-1]), 1e-12) if len(positions) == 2 else np.array([1.0, 0, 0])
+        e2 = np.cross(e1, [0.0, 0.0, 1.0])
+        if np.linalg.norm(e2) < 1e-6:
+            e2 = np.cross(e1, [0.0, 1.0, 0.0])
+        return center, e1, e2 / np.linalg.norm(e2)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return center, vt[0], vt[1]
+
+
+def density_slice_png(
+    es: ElectronicStructure, path: str | Path, n_points: int = 160, margin_A: float = 2.5
+) -> tuple[Path, float]:
+    """A PNG of log10 density in the molecule's best-fit plane (two largest principal axes), atoms marked.
+
+    Returns ``(path, max_density_e_per_bohr3)``. PySCF results only (see :func:`density_cube`).
+    """
+    if es.code != "pyscf":
+        raise QuantumInputError("The density slice needs a PySCF (dft/hf) result.")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ase.data import chemical_symbols
+    from pyscf.dft import numint
+
+    mol = build_pyscf_mol(es.atoms(), es.basis or "def2-svp", es.charge, es.spin)
+    center, e1, e2 = _principal_plane(es.positions)
+    rel = es.positions - center
+    a, b = rel @ e1, rel @ e2
+    ua = np.linspace(a.min() - margin_A, a.max() + margin_A, n_points)
+    ub = np.linspace(b.min() - margin_A, b.max() + margin_A, n_points)
+    ga, gb = np.meshgrid(ua, ub, indexing="xy")
+    pts = center + ga.reshape(-1, 1) * e1 + gb.reshape(-1, 1) * e2
+    ao = mol.eval_gto("GTOval", pts / units.Bohr)
+    rho = numint.eval_rho(mol, ao, es.density_matrix).reshape(ga.shape)
+    fig, ax = plt.subplots(figsize=(5, 4.4), dpi=110)
+    im = ax.pcolormesh(ga, gb, np.log10(np.maximum(rho, 1e-6)), shading="auto", cmap="viridis", vmin=-4)
+    fig.colorbar(im, ax=ax, label="log10 density (e/Bohr³)")
+    ax.scatter(a, b, c="w", s=18, edgecolors="k", linewidths=0.5)
+    for s, x, y in zip((chemical_symbols[z] for z in es.numbers), a, b):
+        ax.annotate(s, (x, y), color="w", fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.set_aspect("equal")
+    ax.set_xlabel("principal axis 1 (Å)")
+    ax.set_ylabel("principal axis 2 (Å)")
+    ax.set_title(f"{es.atoms().get_chemical_formula()} {es.method}: density in the molecular plane", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path, float(rho.max())

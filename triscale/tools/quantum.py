@@ -1,0 +1,202 @@
+"""Quantum-scale tools in the registry: ``electronic_structure`` (tblite GFN2/GFN1-xTB or PySCF HF/DFT: orbitals,
+gap, charges, dipole, AO matrices as npz, density cube + PNG slice) and ``predict_hamiltonian`` (the learned
+GFN2-xTB Hamiltonian head on the foundation encoder). Thin wrappers over :mod:`triscale.quantum`; the heavy work
+runs in a worker process. Results are cached per (structure, method) as one npz per pair in ``quantum/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from ase import units
+from pydantic import AliasChoices, Field, field_validator
+
+from triscale.tools.errors import CalculationError, ToolInputError
+from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
+from triscale.tools.validation import validate_atoms
+
+__all__: list[str] = []
+
+MAX_LISTED = 60  # charges are listed for molecules up to this size; larger ones only in the npz
+
+
+class ElectronicStructureInput(ToolInput):
+    structure_id: str = Field(
+        validation_alias=AliasChoices("structure_id", "structure"),
+        description="Structure id such as 'st3'; a molecule name ('water') or SMILES also works.",
+    )
+    method: Literal["gfn2-xtb", "gfn1-xtb", "dft", "hf"] = Field(
+        "gfn2-xtb", description="gfn2-xtb (fast, ≤300 atoms), gfn1-xtb, dft or hf (PySCF, ≤30 atoms)."
+    )
+    functional: str = Field("b3lyp", description="dft only: exchange-correlation functional.")
+    basis: str = Field("def2-svp", description="dft/hf only: Gaussian basis set (e.g. sto-3g, 6-31g, def2-svp).")
+    charge: int | None = Field(None, ge=-10, le=10, description="Net charge (default: the structure's, 0).")
+    spin: int | None = Field(None, ge=0, le=20, description="Unpaired electrons 2S (default: the structure's, 0).")
+    density_cube: bool = Field(
+        False, description="dft/hf only: write the electron density as a cube file and a PNG slice."
+    )
+    cube_resolution_A: float = Field(0.15, ge=0.05, le=0.5, description="Grid spacing of the cube file (Å).")
+    n_window: int = Field(5, ge=1, le=50, description="Orbitals listed below the HOMO and above the LUMO.")
+    max_scf_cycles: int = Field(200, ge=1, le=2000)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _alias(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            k = v.strip().lower().replace("_", "-")
+            return {
+                "xtb": "gfn2-xtb",
+                "gfn2": "gfn2-xtb",
+                "tblite": "gfn2-xtb",
+                "gfn1": "gfn1-xtb",
+                "pyscf": "dft",
+                "b3lyp": "dft",
+                "rhf": "hf",
+            }.get(k, k)
+        return v
+
+
+class ElectronicStructureResult(ToolResult):
+    structure_id: str
+    formula: str
+    method: str
+    energy_eV: float
+    homo_eV: float
+    lumo_eV: float | None
+    gap_eV: float | None
+    homo_index: int = Field(description="0-based index of the HOMO.")
+    n_ao: int = Field(description="Number of atomic orbitals (basis functions).")
+    orbital_energies_eV: list[float] = Field(description="Window from HOMO-n_window+1 to LUMO+n_window-1.")
+    occupations: list[float]
+    charges_e: list[float] | None = Field(None, description="Partial charges per atom (Mulliken-type).")
+    dipole_e_A: list[float]
+    dipole_magnitude_debye: float
+    npz_path: str = Field(description="Workspace file with fock_Eh, overlap, density_matrix, coefficients, ...")
+    cube_path: str | None = None
+    png_path: str | None = None
+    cube_grid: list[int] | None = None
+    cube_integrated_electrons: float | None = None
+    n_scf_cycles: int | None = None
+    cached: bool = Field(False, description="True when the result came from an earlier call's npz.")
+
+
+def _guard(fn, *args: Any, **kwargs: Any) -> Any:
+    """Run in the worker; quantum errors become tool errors the caller understands."""
+    from triscale.quantum.electronic import QuantumComputationError, QuantumInputError
+
+    try:
+        return fn(*args, **kwargs)
+    except QuantumInputError as e:
+        raise ToolInputError(str(e)) from None
+    except QuantumComputationError as e:
+        raise CalculationError(str(e), hint="Raise max_scf_cycles, check charge/spin, or use gfn2-xtb.") from None
+
+
+def _run_electronic(
+    atoms, method: str, kw: dict[str, Any], npz_path: str, cube_path: str | None, png_path: str | None, res_A: float
+) -> dict[str, Any]:
+    from triscale.quantum import electronic as el
+
+    out: dict[str, Any] = {"cached": Path(npz_path).exists()}
+    if out["cached"]:
+        es = el.load_npz(npz_path)
+    else:
+        es = el.electronic_structure(atoms, method, **kw)
+        el.save_npz(es, npz_path)
+    if cube_path:
+        _, shape, n_el = el.density_cube(es, cube_path, resolution_A=res_A)
+        out.update(cube_grid=list(shape), cube_integrated_electrons=round(n_el, 4))
+        el.density_slice_png(es, png_path)
+    out["es"] = es
+    return out
+
+
+@register(
+    "electronic_structure",
+    input=ElectronicStructureInput,
+    result=ElectronicStructureResult,
+    cost="heavy",
+    timeout_s=900,
+    category="quantum",
+)
+def electronic_structure_tool(ctx: ToolContext, a: ElectronicStructureInput) -> ElectronicStructureResult:
+    """Orbital energies, HOMO-LUMO gap, partial charges and dipole of a molecule from GFN2/GFN1-xTB (tblite) or
+    HF/DFT (PySCF), with the AO Fock/Hamiltonian, overlap and density matrices saved as npz in the workspace and,
+    for dft/hf, the electron density as a cube file with a PNG slice. Cached per structure and method."""
+    from triscale.quantum.electronic import MAX_ATOMS, QuantumInputError, _check, cache_key
+
+    sid, atoms = ctx.structure(a.structure_id)
+    validate_atoms(atoms)
+    charge = int(atoms.info.get("charge", 0) if a.charge is None else a.charge)
+    spin = int(atoms.info.get("spin", 0) if a.spin is None else a.spin)
+    try:
+        _check(atoms, a.method, charge, spin)  # limits before a worker starts
+    except QuantumInputError as e:
+        limits = f"Limits: {', '.join(f'{k} ≤{v} atoms' for k, v in MAX_ATOMS.items())}."
+        raise ToolInputError(str(e), hint=limits if "limited to" in str(e) else None) from None
+    if a.density_cube and a.method not in ("dft", "hf"):
+        raise ToolInputError(
+            "density_cube needs method 'dft' or 'hf' (tblite does not expose its basis functions).",
+            hint="Call again with method='dft' (≤30 atoms) or density_cube=false.",
+        )
+    key = cache_key(atoms, a.method, charge, spin, a.functional, a.basis)
+    stem = f"{sid}-{a.method}-{key}"
+    npz = ctx.workspace.path(f"quantum/{stem}.npz")
+    cube = ctx.workspace.path(f"quantum/{stem}-density.cube") if a.density_cube else None
+    png = ctx.workspace.path(f"quantum/{stem}-density.png") if a.density_cube else None
+    kw = {
+        "charge": charge,
+        "spin": spin,
+        "functional": a.functional,
+        "basis": a.basis,
+        "max_scf_cycles": a.max_scf_cycles,
+    }
+    r = ctx.compute(
+        _guard,
+        _run_electronic,
+        atoms,
+        a.method,
+        kw,
+        str(npz),
+        cube and str(cube),
+        png and str(png),
+        a.cube_resolution_A,
+        label=f"{a.method} electronic structure",
+    )
+    es = r.pop("es")
+    eps, occ, homo = es.orbital_energies_eV, es.occupations, es.homo_index
+    lo, hi = max(0, homo - a.n_window + 1), min(len(eps), homo + 1 + a.n_window)
+    notes = []
+    if len(atoms) > MAX_LISTED:
+        notes.append(f"charges omitted for >{MAX_LISTED} atoms; they are in the npz (charges_e)")
+    n_el = int(atoms.numbers.sum()) - charge
+    if r.get("cube_integrated_electrons") is not None and r["cube_integrated_electrons"] < n_el - 0.5:
+        notes.append(
+            f"the cube integrates to {r['cube_integrated_electrons']:.2f} of {n_el} electrons: core densities are "
+            "too sharp for this grid spacing (valence regions are resolved); lower cube_resolution_A if needed"
+        )
+    if r["cached"]:
+        notes.append("reused the saved result of an earlier call (same structure and method)")
+    return ElectronicStructureResult(
+        structure_id=sid,
+        formula=atoms.get_chemical_formula(mode="hill"),
+        method=es.method,
+        energy_eV=round(es.energy_eV, 6),
+        homo_eV=round(es.homo_eV, 5),
+        lumo_eV=None if es.lumo_eV is None else round(es.lumo_eV, 5),
+        gap_eV=None if es.gap_eV is None else round(es.gap_eV, 5),
+        homo_index=homo,
+        n_ao=es.n_ao,
+        orbital_energies_eV=[round(float(x), 5) for x in eps[lo:hi]],
+        occupations=[round(float(x), 4) for x in occ[lo:hi]],
+        charges_e=[round(float(x), 5) for x in es.charges_e] if len(atoms) <= MAX_LISTED else None,
+        dipole_e_A=[round(float(x), 6) for x in es.dipole_e_A],
+        dipole_magnitude_debye=round(float(np.linalg.norm(es.dipole_e_A) / units.Debye), 5),
+        npz_path=ctx.workspace.relpath(npz),
+        cube_path=ctx.workspace.relpath(cube) if cube else None,
+        png_path=ctx.workspace.relpath(png) if png else None,
+        n_scf_cycles=es.n_scf_cycles,
+        notes=notes,
+        **r,
+    )
