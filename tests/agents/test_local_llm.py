@@ -128,8 +128,14 @@ def test_cli_ask_without_backend_names_options(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(llm, "offline_model_available", lambda: False)
+    monkeypatch.setattr(llm, "_part_files", lambda: None)
     r = CliRunner().invoke(app, ["ask", "Energy of water?", "--json"])
     assert r.exit_code == 2 and "No language-model backend" in r.output and "openai:MODEL" in r.output
+    assert "triscale[local-llm]" in r.output  # not eaten as rich markup
+    # the model packages are there but llama-cpp-python is not: say exactly that
+    monkeypatch.setattr(llm, "_part_files", lambda: [tmp_path / "part1.bin"])
+    r = CliRunner().invoke(app, ["ask", "Energy of water?"])
+    assert r.exit_code == 2 and "llama-cpp-python is not" in r.output
 
 
 def test_cli_ask_json_schema_with_scripted_backend(tmp_path):

