@@ -100,15 +100,20 @@ def test_chat_repl_streams_tools_and_keeps_the_session(tmp_path):
     from triscale.cli import app
 
     script = tmp_path / "script.json"
-    script.write_text(json.dumps([
-        {"tool": "build_bulk", "args": {"name": "Cu", "cubic": True}},
-        {"tool": "equation_of_state", "args": {"structure_id": "st1", "calculator": "emt", "n_points": 5}},
-        "",
-        "You asked about the Cu lattice constant.",
-    ]))
+    script.write_text(
+        json.dumps(
+            [
+                {"tool": "build_bulk", "args": {"name": "Cu", "cubic": True}},
+                {"tool": "equation_of_state", "args": {"structure_id": "st1", "calculator": "emt", "n_points": 5}},
+                "",
+                "You asked about the Cu lattice constant.",
+            ]
+        )
+    )
     ws = tmp_path / "ws"
     r = CliRunner().invoke(
-        app, ["chat", "--llm", f"scripted:{script}", "--workspace", str(ws), "--session", "demo"],
+        app,
+        ["chat", "--llm", f"scripted:{script}", "--workspace", str(ws), "--session", "demo"],
         input="Lattice constant of Cu with EMT?\nWhat did I ask?\n/runs\n/quit\n",
     )
     assert r.exit_code == 0, r.output
