@@ -88,6 +88,29 @@ def test_render_qwen_template_with_tools_and_history():
     assert prompt.endswith("<|im_start|>assistant\n")
 
 
+def test_compact_descriptions_keep_examples():
+    from triscale.agents.local_llm import compact_tool
+
+    tool = compact_tool(
+        {
+            "name": "reaction_energy",
+            "description": "Reaction energy of a balanced reaction, e.g. of combustion. Details follow.",
+            "parameters": {
+                "type": "object",
+                "required": ["reaction"],
+                "properties": {
+                    "reaction": {"type": "string", "description": "Species names, e.g. '2 H2 + O2 -> 2 H2O'. More."},
+                    "fmax": {"type": "number", "description": "Force threshold, i.e. the criterion. More."},
+                },
+            },
+        }
+    )
+    fn = tool["function"]
+    assert fn["description"] == "Reaction energy of a balanced reaction, e.g. of combustion."
+    assert fn["parameters"]["properties"]["reaction"]["description"] == "Species names, e.g. '2 H2 + O2 -> 2 H2O'."
+    assert fn["parameters"]["properties"]["fmax"]["description"] == "Force threshold, i.e. the criterion."
+
+
 def test_grammar_schema_admits_only_known_tools(tmp_path):
     from langchain_core.utils.function_calling import convert_to_openai_tool
 

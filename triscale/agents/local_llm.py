@@ -102,10 +102,17 @@ def messages_to_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
     return out
 
 
+_ABBREV = ("e.g.", "i.e.", "etc.", "vs.", "cf.")
+
+
 def _first_sentence(text: str, limit: int) -> str:
+    """The first sentence (not cut inside "e.g." / "i.e."), at most ``limit`` characters."""
     text = " ".join(str(text or "").split())
-    m = re.match(r"(.+?[.;:])(\s|$)", text)
-    s = m.group(1) if m else text
+    masked = text
+    for a in _ABBREV:
+        masked = masked.replace(a, "\0" * len(a))
+    m = re.match(r"(.+?[.;:])(\s|$)", masked)
+    s = text[: m.end(1)] if m else text
     return s if len(s) <= limit else s[: limit - 1].rstrip() + "…"
 
 
@@ -129,8 +136,9 @@ def compact_tool(tool: dict[str, Any], desc_limit: int = 160, arg_limit: int = 7
         for key in ("enum", "default"):
             if key in p and p[key] is not None:
                 q[key] = p[key]
-        if p.get("description"):
-            q["description"] = _first_sentence(p["description"], arg_limit)
+        if p.get("description"):  # required arguments keep their examples
+            limit = 2 * arg_limit if name in (params.get("required") or []) else arg_limit
+            q["description"] = _first_sentence(p["description"], limit)
         props[name] = q
     out_params = {"type": "object", "properties": props}
     if params.get("required"):
