@@ -99,6 +99,9 @@ class ScienceAgent:
         ``True``: SQLite sessions in the workspace; ``False``: in-memory; or a LangGraph checkpointer.
     approve:
         ``approve(tool_name, args) -> bool`` asked before expensive calls (DFT, long MD); ``None``: no approval.
+    select_tools:
+        Show the model only the schemas of the tools the question calls for (:func:`triscale.agents.select.
+        select_tools`; all when no rule matches). ``None``: on for small local models.
     structured:
         Ask the model for a structured final answer through ``response_format`` (a ``ToolStrategy``).
         ``None``: on for backends that call tools natively (OpenAI-compatible, Ollama), off for local GGUF and
@@ -119,6 +122,7 @@ class ScienceAgent:
         max_repeats: int = 2,
         structured: bool | None = None,
         prompt_extra: str | None = None,
+        select_tools: bool | None = None,
     ):
         from langchain.agents import create_agent
         from langchain.agents.middleware import ModelCallLimitMiddleware, ToolCallLimitMiddleware, ToolErrorMiddleware
@@ -144,7 +148,13 @@ class ScienceAgent:
         if structured is None:
             structured = info.native_tools
         self.structured = bool(structured)
-        self.guard = TriScaleMiddleware(max_repeats=max_repeats, approve=approve)
+        if select_tools is None:
+            select_tools = info.compact_tools
+        from triscale.agents.select import select_tools as selector
+
+        self.guard = TriScaleMiddleware(
+            max_repeats=max_repeats, approve=approve, select=selector if select_tools else None
+        )
         middleware = [
             self.guard,
             ToolErrorMiddleware(tool_error_content),

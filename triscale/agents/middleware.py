@@ -68,8 +68,10 @@ class TriScaleMiddleware(AgentMiddleware):
         max_repeats: int = 2,
         approve: Callable[[str, dict[str, Any]], bool] | None = None,
         expensive: Callable[[str, dict[str, Any]], bool] = is_expensive,
+        select: Callable[[str, list[str]], list[str]] | None = None,
     ):
         super().__init__()
+        self.select = select
         self.max_repeats = max_repeats
         self.approve = approve
         self.expensive = expensive
@@ -95,8 +97,21 @@ class TriScaleMiddleware(AgentMiddleware):
         self.reset()
         return None
 
+    def _selected(self, request: ModelRequest) -> ModelRequest:
+        """Only the schemas of the tools the latest question calls for (``select``); all when none match."""
+        from langchain_core.messages import HumanMessage
+
+        question = next((_text(m.content) for m in reversed(request.messages) if isinstance(m, HumanMessage)), "")
+        names = [getattr(t, "name", None) for t in request.tools]
+        keep = set(self.select(question, [n for n in names if n])) if question else set()
+        if not keep:
+            return request
+        return request.override(tools=[t for t, n in zip(request.tools, names, strict=True) if n is None or n in keep])
+
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]):
         self.turns += 1
+        if self.select is not None:
+            request = self._selected(request)
         t0 = time.monotonic()
         response = handler(request)
         dt = time.monotonic() - t0
@@ -127,6 +142,7 @@ class TriScaleMiddleware(AgentMiddleware):
                 turn=self.turns,
                 wall_time_s=round(dt, 4),
                 n_messages_in=len(request.messages),
+                tools_offered=[getattr(t, "name", "?") for t in request.tools],
                 content=_text(ai.content),
                 tool_calls=[{"name": t["name"], "args": t.get("args"), "id": t.get("id")} for t in ai.tool_calls],
                 usage=getattr(ai, "usage_metadata", None),

@@ -1,0 +1,45 @@
+"""Per-question tool selection (small local models see only the schemas a question calls for)."""
+
+import json
+
+from triscale.agents.graph import COMPACT_TOOLS
+from triscale.agents.select import select_tools
+
+AVAILABLE = COMPACT_TOOLS + ["plan_experiments"]
+
+
+def test_rules_pick_the_tools_a_question_needs():
+    assert select_tools("What is the energy of a water molecule with GFN2-xTB?", AVAILABLE) == [
+        "build_molecule",
+        "single_point",
+    ]
+    assert select_tools("What is the lattice constant of Cu?", AVAILABLE) == ["build_bulk", "equation_of_state"]
+    # a specific energy (zero-point, Gibbs) does not also offer the plain single point
+    assert select_tools("Zero-point energy of CO2 with GFN2-xTB?", AVAILABLE) == [
+        "build_molecule",
+        "vibrational_analysis",
+    ]
+    assert select_tools("Reaction energy of 2 H2 + O2 -> 2 H2O?", AVAILABLE) == ["reaction_energy"]
+    assert select_tools("EMT energy of fcc aluminium", AVAILABLE) == ["build_bulk", "single_point"]
+    assert select_tools("hello there", AVAILABLE) == []  # nothing matches: the caller offers everything
+    assert select_tools("Dipole of ethanol", ["single_point"]) == ["single_point"]  # only what is available
+
+
+def test_agent_offers_only_selected_schemas(make_agent):
+    agent = make_agent(
+        [
+            {"tool": "build_bulk", "args": {"name": "Cu", "cubic": True}},
+            {"tool": "equation_of_state", "args": {"structure_id": "st1", "calculator": "emt", "n_points": 5}},
+            "",
+            "Hello.",
+        ],
+        tools=COMPACT_TOOLS,
+        select_tools=True,
+    )
+    run = agent.ask("What is the lattice constant of fcc Cu with EMT?")
+    turns = [json.loads(x) for x in open(run.provenance) if '"model_turn"' in x]
+    assert [t["tools_offered"] for t in turns] == [["build_bulk", "equation_of_state"]] * 3
+    assert run.answer.results[0].property == "lattice_constant"
+    run = agent.ask("hello")  # no rule matches: every tool is offered
+    turns = [json.loads(x) for x in open(run.provenance) if '"model_turn"' in x]
+    assert set(turns[0]["tools_offered"]) == set(COMPACT_TOOLS)
