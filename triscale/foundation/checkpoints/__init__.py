@@ -28,7 +28,17 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
 
 def load_checkpoint(name_or_path: str | Path = "triscale-base", **kwargs):
     """Load a :class:`~triscale.foundation.FoundationModel` in eval mode; never touches the network."""
+    from transformers.utils import logging as hf_logging
+
     from triscale.foundation.model import FoundationModel
 
-    model = FoundationModel.from_pretrained(str(resolve_checkpoint(name_or_path)), local_files_only=True, **kwargs)
+    path = str(resolve_checkpoint(name_or_path))
+    # A 54-tensor checkpoint loads in milliseconds: transformers' "Loading weights" bar is noise in CLI output.
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = FoundationModel.from_pretrained(path, local_files_only=True, **kwargs)
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     return model.eval()
