@@ -126,6 +126,36 @@ def mcp(
 
 
 @app.command()
+def serve(
+    workspace: Annotated[str, typer.Option(help="Workspace directory.")] = "workspace",
+    host: Annotated[str, typer.Option(help="Bind address (localhost by default: tools write files).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8766,
+    agent: Annotated[bool, typer.Option("--agent", help="Also answer POST /ask with the science agent.")] = False,
+    llm: Annotated[Optional[str], typer.Option(help="Agent backend for /ask (as for `triscale ask`).")] = None,
+) -> None:
+    """Serve the tools (and optionally the agent) as plain HTTP/JSON: GET /tools, POST /tools/NAME, POST /ask."""
+    from triscale.tools.http_server import make_server
+
+    ask_handler = None
+    if agent:
+        from triscale.agents.graph import ScienceAgent
+
+        science_agent = ScienceAgent(llm, workspace)
+
+        def ask_handler(question: str, session: str | None) -> dict:
+            return science_agent.ask(question, thread_id=session).as_json()
+
+    server = make_server(workspace, host=host, port=port, ask=ask_handler)
+    typer.echo(f"triscale serve: http://{host}:{server.server_port} (workspace {workspace}); Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question, in plain language.")],
     llm: Annotated[Optional[str], typer.Option(help="local | gguf:PATH | openai:MODEL@URL | ollama:MODEL")] = None,
