@@ -12,7 +12,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pathlib import Path  # noqa: E402
-from typing import Annotated, Optional  # noqa: E402
+from typing import Annotated  # noqa: E402
 
 import typer  # noqa: E402
 
@@ -28,8 +28,8 @@ app = typer.Typer(
 def predict(
     files: Annotated[list[Path], typer.Argument(help="Structure files ASE can read (xyz, extxyz, cif, POSCAR, ...).")],
     model: Annotated[str, typer.Option(help="Shipped checkpoint name or a saved model directory.")] = "triscale-base",
-    domain: Annotated[Optional[str], typer.Option(help="molecule | material; default: by periodicity.")] = None,
-    adapter: Annotated[Optional[list[str]], typer.Option(help="Adapter directory; repeat for a committee.")] = None,
+    domain: Annotated[str | None, typer.Option(help="molecule | material; default: by periodicity.")] = None,
+    adapter: Annotated[list[str] | None, typer.Option(help="Adapter directory; repeat for a committee.")] = None,
     dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -42,9 +42,9 @@ def predict(
 @app.command()
 def pretrain(
     config: Annotated[Path, typer.Option("--config", "-c", help="Pretraining recipe (configs/pretrain/*.yaml).")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Override the recipe's out_dir.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Override the recipe's max_steps.")] = None,
-    max_minutes: Annotated[Optional[float], typer.Option(help="Stop and export after this wall time.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Override the recipe's out_dir.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Override the recipe's max_steps.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop and export after this wall time.")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint in out_dir.")] = False,
 ) -> None:
     """Pretrain the foundation model from a YAML recipe; resumes from its checkpoint unless --fresh."""
@@ -61,9 +61,9 @@ def pretrain(
 @app.command()
 def datagen(
     config: Annotated[Path, typer.Option("--config", "-c", help="Data recipe (configs/datagen/*.yaml).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default: the recipe's).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: the recipe's).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes, one thread each.")] = 1,
-    limit: Annotated[Optional[int], typer.Option(help="Do at most N of the shards still to do.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Do at most N of the shards still to do.")] = None,
 ) -> None:
     """Generate labelled pretraining data (GFN2-xTB molecules, CHGNet materials); resumes where it stopped."""
     from triscale.foundation.datagen import run_datagen_cli
@@ -73,20 +73,20 @@ def datagen(
 
 @app.command()
 def finetune(
-    data: Annotated[Optional[str], typer.Option(help="extxyz / ASE db / HF dataset (or CSV for --property).")] = None,
-    method: Annotated[Optional[str], typer.Option(help="lora | heads | full (default lora).")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Output directory (adapter, metrics, plots).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Recipe (configs/finetune/*.yaml).")] = None,
-    base: Annotated[Optional[str], typer.Option(help="Base checkpoint name or directory.")] = None,
-    domain: Annotated[Optional[str], typer.Option(help="molecule | material; default: by periodicity.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
-    committee: Annotated[Optional[int], typer.Option(help="Train K adapters for uncertainty.")] = None,
-    rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
-    replay: Annotated[Optional[bool], typer.Option("--replay/--no-replay", help="Replay base predictions.")] = None,
-    property_key: Annotated[Optional[str], typer.Option("--property", help="Train a scalar head on this key.")] = None,
-    energy_unit: Annotated[Optional[str], typer.Option(help="eV (default), kcal/mol, Hartree, ...")] = None,
+    data: Annotated[str | None, typer.Option(help="extxyz / ASE db / HF dataset (or CSV for --property).")] = None,
+    method: Annotated[str | None, typer.Option(help="lora | heads | full (default lora).")] = None,
+    out: Annotated[str | None, typer.Option(help="Output directory (adapter, metrics, plots).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Recipe (configs/finetune/*.yaml).")] = None,
+    base: Annotated[str | None, typer.Option(help="Base checkpoint name or directory.")] = None,
+    domain: Annotated[str | None, typer.Option(help="molecule | material; default: by periodicity.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    committee: Annotated[int | None, typer.Option(help="Train K adapters for uncertainty.")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    replay: Annotated[bool | None, typer.Option("--replay/--no-replay", help="Replay base predictions.")] = None,
+    property_key: Annotated[str | None, typer.Option("--property", help="Train a scalar head on this key.")] = None,
+    energy_unit: Annotated[str | None, typer.Option(help="eV (default), kcal/mol, Hartree, ...")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore a checkpoint in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ) -> None:
@@ -103,7 +103,7 @@ def finetune(
 @app.command("run")
 def run_workflow_cmd(
     workflow: Annotated[Path, typer.Argument(help="Workflow YAML (see configs/workflows/).")],
-    workspace: Annotated[Optional[str], typer.Option(help="Workspace directory.")] = None,
+    workspace: Annotated[str | None, typer.Option(help="Workspace directory.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
 ) -> None:
     """Run a YAML workflow of tool calls; later steps refer to earlier results as ${step.field}."""
@@ -131,7 +131,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Bind address (localhost by default: tools write files).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8766,
     agent: Annotated[bool, typer.Option("--agent", help="Also answer POST /ask with the science agent.")] = False,
-    llm: Annotated[Optional[str], typer.Option(help="Agent backend for /ask (as for `triscale ask`).")] = None,
+    llm: Annotated[str | None, typer.Option(help="Agent backend for /ask (as for `triscale ask`).")] = None,
 ) -> None:
     """Serve the tools (and optionally the agent) as plain HTTP/JSON: GET /tools, POST /tools/NAME, POST /ask."""
     from triscale.tools.http_server import make_server
@@ -158,10 +158,10 @@ def serve(
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question, in plain language.")],
-    llm: Annotated[Optional[str], typer.Option(help="local | gguf:PATH | openai:MODEL@URL | ollama:MODEL")] = None,
+    llm: Annotated[str | None, typer.Option(help="local | gguf:PATH | openai:MODEL@URL | ollama:MODEL")] = None,
     workspace: Annotated[str, typer.Option(help="Run directory (structures, provenance).")] = "workspace",
     json_out: Annotated[bool, typer.Option("--json", help="Print {answer, results} as JSON.")] = False,
-    session: Annotated[Optional[str], typer.Option(help="Continue this chat session (thread id).")] = None,
+    session: Annotated[str | None, typer.Option(help="Continue this chat session (thread id).")] = None,
     approve: Annotated[bool, typer.Option("--approve", help="Ask before DFT / long MD.")] = False,
 ) -> None:
     """Ask the science agent one question; every number in the answer comes from a tool call."""
@@ -173,9 +173,9 @@ def ask(
 
 @app.command()
 def chat(
-    llm: Annotated[Optional[str], typer.Option(help="local | gguf:PATH | openai:MODEL@URL | ollama:MODEL")] = None,
+    llm: Annotated[str | None, typer.Option(help="local | gguf:PATH | openai:MODEL@URL | ollama:MODEL")] = None,
     workspace: Annotated[str, typer.Option(help="Run directory (structures, provenance, sessions).")] = "workspace",
-    session: Annotated[Optional[str], typer.Option(help="Session to resume (default 'default').")] = None,
+    session: Annotated[str | None, typer.Option(help="Session to resume (default 'default').")] = None,
     approve: Annotated[bool, typer.Option("--approve/--no-approve", help="Ask before DFT / long MD.")] = True,
 ) -> None:
     """Chat with the science agent (tool calls and results stream as they run; sessions resume from disk)."""
@@ -191,7 +191,7 @@ app.add_typer(runs_app, name="runs")
 @runs_app.command("show")
 def runs_show(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
-    workspace: Annotated[Optional[str], typer.Option(help="Workspace directory.")] = None,
+    workspace: Annotated[str | None, typer.Option(help="Workspace directory.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the raw JSONL entries as JSON.")] = False,
 ) -> None:
     """Print a run's provenance: model turns, tool calls with arguments/results/timings, the final answer."""
@@ -201,7 +201,7 @@ def runs_show(
 
 
 @runs_app.command("list")
-def runs_list(workspace: Annotated[Optional[str], typer.Option(help="Workspace directory.")] = None) -> None:
+def runs_list(workspace: Annotated[str | None, typer.Option(help="Workspace directory.")] = None) -> None:
     """List the agent runs in a workspace."""
     from triscale.agents.provenance import list_runs
 
@@ -212,8 +212,8 @@ def runs_list(workspace: Annotated[Optional[str], typer.Option(help="Workspace d
 @runs_app.command("export")
 def runs_export(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    workspace: Annotated[Optional[str], typer.Option(help="Workspace directory.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output YAML (default: in the run folder).")] = None,
+    workspace: Annotated[str | None, typer.Option(help="Workspace directory.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output YAML (default: in the run folder).")] = None,
 ) -> None:
     """Export a run's tool calls as a workflow YAML that `triscale run` replays without an LLM."""
     from triscale.agents.provenance import export_workflow
