@@ -101,3 +101,23 @@ def test_registry_binding(tmp_path):
             call_tool("simulate_pde", {"pde": "heat", "out_dir": "/etc"}, ws)
     finally:
         ws.close()
+
+
+def test_predict_pde_conformal_bound_and_ood_note(tmp_path):
+    """The conformal bound and band come back with the prediction; a rotated input to the (anisotropically
+    trained) FNO gets a small input p-value, a note to run the solver, and its error exceeds the bound."""
+    r = predict_pde("ns2d-fno", seed=5, check_with_solver=True, out_dir=tmp_path)
+    assert r.confidence == 0.9 and 0 < r.conformal_error_bound_rel_l2 < 0.1
+    assert r.input_pvalue > 0.01 and r.within_conformal_bound is True
+    with np.load(r.npz_path) as z:
+        np.testing.assert_allclose(z["upper"] - z["prediction"], r.conformal_band_half_width)
+        assert np.all(z["lower"] <= z["reference"]) and np.all(z["reference"] <= z["upper"])
+    r95 = predict_pde("ns2d-fno", seed=5, confidence=0.95, out_dir=tmp_path)
+    assert r95.conformal_error_bound_rel_l2 > r.conformal_error_bound_rel_l2
+    rot = predict_pde("ns2d-fno", seed=5, rotate_quarter_turns=1, check_with_solver=True, out_dir=tmp_path)
+    assert rot.input_pvalue < 0.01 and any("p-value" in n for n in rot.notes)
+    assert rot.within_conformal_bound is False
+    g = predict_pde("ns2d-gfno", seed=5, rotate_quarter_turns=1, out_dir=tmp_path)
+    assert g.input_pvalue > 0.01  # the equivariant model's input statistic is rotation-invariant
+    with pytest.raises(ContinuumInputError, match="confidence"):
+        predict_pde("ns2d-fno", confidence=1.5, out_dir=tmp_path)

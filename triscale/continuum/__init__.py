@@ -42,6 +42,10 @@ _EXPORTS = {
     "save_operator": "operators",
     "shipped_operators": "operators",
     "transform_field": "operators",
+    # conformal uncertainty
+    "OperatorCalibration": "conformal",
+    "calibrate_operator": "conformal",
+    "load_calibration": "conformal",
     # tasks and training
     "TASKS": "data",
     "generate": "data",

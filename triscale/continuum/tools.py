@@ -470,6 +470,12 @@ class PredictPDEInput(_Model):
         description="Also run the reference solver on the same input and "
         "report the surrogate's relative L2 error and speed-up.",
     )
+    confidence: float = Field(
+        0.9,
+        gt=0.0,
+        lt=1.0,
+        description="Level of the split-conformal error bound and band (calibrated on held-out solver data).",
+    )
     out_dir: str | None = Field(None, description="Directory for the .npz and .png files.")
 
 
@@ -488,7 +494,26 @@ class PredictPDEResult(_Model):
     solver_wall_time_s: float | None = None
     speedup_over_solver: float | None = None
     rel_l2_error_vs_solver: float | None = Field(None, description="||prediction - solver|| / ||solver||.")
-    npz_path: str = Field(description="Arrays: 'input', 'prediction' and, if checked, 'reference'.")
+    confidence: float | None = Field(None, description="Level of the conformal bound and band below.")
+    conformal_error_bound_rel_l2: float | None = Field(
+        None,
+        description="Split-conformal bound: for inputs like the training inputs the relative L2 error is below this "
+        "with probability >= confidence (calibrated on held-out solver data; null if the model has no calibration).",
+    )
+    conformal_band_half_width: float | None = Field(
+        None,
+        description="Half-width of a simultaneous band prediction ± w that contains the whole true field with "
+        "probability >= confidence (in distribution); saved as 'lower'/'upper' in the npz.",
+    )
+    input_pvalue: float | None = Field(
+        None,
+        description="Conformal p-value of the input against the calibration inputs (small, e.g. < 0.01: the input "
+        "is unlike the training inputs and the bound may not hold; run the solver).",
+    )
+    within_conformal_bound: bool | None = Field(
+        None, description="With check_with_solver: is the actual error below the conformal bound?"
+    )
+    npz_path: str = Field(description="Arrays: 'input', 'prediction', 'lower', 'upper' and, if checked, 'reference'.")
     png_path: str
     notes: list[str] = Field(default_factory=list)
 
@@ -508,6 +533,7 @@ def predict_pde(
     seed: int = 0,
     rotate_quarter_turns: int = 0,
     check_with_solver: bool = False,
+    confidence: float = 0.9,
     out_dir: str | Path = "continuum_runs",
 ) -> PredictPDEResult:
     """Predict a field with a neural operator; optionally check it against the reference solver."""
@@ -607,13 +633,44 @@ def run_predict_pde(a: PredictPDEInput) -> PredictPDEResult:
                 "97x97 and subsampled), so a few per cent of the difference is discretisation."
             )
     val = cfg.training.get("best_val_rel_l2")
-    if err is not None and val is not None and err > 3 * max(val, 0.01):
+    bound = half = pval = within = None
+    from triscale.continuum.conformal import load_calibration
+
+    cal = load_calibration(a.model_name)
+    arrays = {"input": x[0, 0].numpy(), "prediction": pred[0, 0].numpy()}
+    if cal is not None:
+        bound = cal.error_bound(a.confidence)
+        if math.isfinite(bound):
+            half = float(cal.band_half_width(pred.numpy(), a.confidence)[0])
+            arrays["lower"], arrays["upper"] = arrays["prediction"] - half, arrays["prediction"] + half
+        else:
+            notes.append(
+                f"{cal.rel_l2.n} calibration samples are too few for a finite bound at {a.confidence:.1%}; "
+                "lower the confidence."
+            )
+            bound = None
+        pval = float(cal.input_pvalue(x.numpy())[0])
+        if pval < 0.01:
+            notes.append(
+                f"Input p-value {pval:.3g}: this input is unlike the operator's training/calibration inputs, so the "
+                "error bound may not hold (e.g. a rotated input for a non-equivariant model). Check with the "
+                "solver (check_with_solver=true) before relying on the prediction."
+            )
+    else:
+        notes.append("This operator has no conformal calibration (conformal.json); no error bound.")
+    if err is not None and bound is not None:
+        within = err <= bound
+        if not within:
+            notes.append(
+                f"The surrogate's error ({err:.1%}) exceeds its {a.confidence:.0%} conformal bound ({bound:.1%}); "
+                "trust the solver here."
+            )
+    elif err is not None and val is not None and err > 3 * max(val, 0.01):
         notes.append(
             f"The surrogate's error ({err:.1%}) is well above its validation error ({val:.1%}): the "
             "input is probably out of its training distribution; trust the solver here."
         )
     out = _new_path(Path(a.out_dir or "continuum_runs"), f"predict_{cfg.name or 'operator'}_seed{a.seed}", ".npz")
-    arrays = {"input": x[0, 0].numpy(), "prediction": pred[0, 0].numpy()}
     if ref is not None:
         arrays["reference"] = ref[0, 0].numpy()
     np.savez_compressed(out, **arrays, metadata=np.asarray(json.dumps({"model": a.model_name, "task": task})))
@@ -645,6 +702,11 @@ def run_predict_pde(a: PredictPDEInput) -> PredictPDEResult:
         solver_wall_time_s=t_solver,
         speedup_over_solver=(t_solver / t_model) if t_solver else None,
         rel_l2_error_vs_solver=err,
+        confidence=a.confidence if bound is not None else None,
+        conformal_error_bound_rel_l2=bound,
+        conformal_band_half_width=half,
+        input_pvalue=pval,
+        within_conformal_bound=within,
         npz_path=str(out),
         png_path=str(out.with_suffix(".png")),
         notes=notes,
