@@ -12,6 +12,8 @@ Torch-based parts (``predict_hamiltonian``, ``HamiltonianModel``) are imported o
 
 from __future__ import annotations
 
+from typing import Any
+
 from triscale.quantum.electronic import (
     METHODS,
     ElectronicStructure,
@@ -22,12 +24,41 @@ from triscale.quantum.electronic import (
     save_npz,
 )
 
+_LAZY = {
+    "HamiltonianConfig": "triscale.quantum.hamiltonian",
+    "HamiltonianModel": "triscale.quantum.hamiltonian",
+    "HamiltonianPrediction": "triscale.quantum.hamiltonian",
+    "load_hamiltonian_model": "triscale.quantum.hamiltonian",
+    "predict_hamiltonian": "triscale.quantum.hamiltonian",
+    "BasisLayout": "triscale.quantum.basis",
+    "basis_layout": "triscale.quantum.basis",
+    "qh9_metrics": "triscale.quantum.metrics",
+    "compare_guesses": "triscale.quantum.scf",
+}
+
 __all__ = [
+    "BasisLayout",
+    "HamiltonianConfig",
+    "HamiltonianModel",
+    "HamiltonianPrediction",
     "METHODS",
     "ElectronicStructure",
     "QuantumComputationError",
     "QuantumInputError",
+    "basis_layout",
+    "compare_guesses",
     "electronic_structure",
+    "load_hamiltonian_model",
     "load_npz",
+    "predict_hamiltonian",
+    "qh9_metrics",
     "save_npz",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'triscale.quantum' has no attribute {name!r}")

@@ -200,3 +200,121 @@ def electronic_structure_tool(ctx: ToolContext, a: ElectronicStructureInput) -> 
         notes=notes,
         **r,
     )
+
+
+# --------------------------------------------------------------------------------------------- predict_hamiltonian
+
+
+class PredictHamiltonianInput(ToolInput):
+    structure_id: str = Field(
+        validation_alias=AliasChoices("structure_id", "structure"),
+        description="Structure id; a molecule name or SMILES also works. Closed-shell, elements the model covers.",
+    )
+    model: str = Field(
+        "gfn2-hcno",
+        description="Shipped head: 'gfn2-hcno' (GFN2-xTB, H/C/N/O molecules) or 'b3lyp-water' (B3LYP/6-31G, "
+        "water only); or a saved model directory in the workspace.",
+    )
+    compare_with_reference: bool = Field(
+        False, description="Also run the reference method and report the prediction's errors."
+    )
+    n_window: int = Field(5, ge=1, le=50)
+
+
+class PredictHamiltonianResult(ToolResult):
+    structure_id: str
+    formula: str
+    model: str
+    imitates: str = Field(description="The level of theory the head was trained on.")
+    n_ao: int
+    homo_eV: float
+    lumo_eV: float | None
+    gap_eV: float | None
+    orbital_energies_eV: list[float]
+    npz_path: str = Field(description="fock_Eh (predicted), overlap, orbital_energies_eV, coefficients.")
+    reference_gap_eV: float | None = None
+    gap_error_eV: float | None = None
+    h_mae_meV: float | None = None
+    occupied_orbital_energy_mae_meV: float | None = None
+    occupied_orbital_cosine: float | None = None
+
+
+def _run_predict(atoms, model_ref: str, compare: bool, npz_path: str) -> dict[str, Any]:
+    from triscale.quantum.electronic import QuantumInputError, electronic_structure
+    from triscale.quantum.hamiltonian import load_hamiltonian_model, n_occupied, predict_hamiltonian
+
+    try:
+        model = load_hamiltonian_model(model_ref)
+    except FileNotFoundError as e:
+        raise QuantumInputError(str(e)) from None
+    pred = predict_hamiltonian(atoms, model)
+    out: dict[str, Any] = {"imitates": model.config.method, "n_ao": int(pred.fock_Eh.shape[0])}
+    out.update(eps=pred.orbital_energies_eV, homo=pred.homo_index)
+    np.savez_compressed(
+        npz_path,
+        fock_Eh=pred.fock_Eh,
+        overlap=pred.overlap,
+        orbital_energies_eV=pred.orbital_energies_eV,
+        coefficients=pred.coefficients,
+        numbers=atoms.numbers,
+        positions=atoms.positions,
+    )
+    if compare:
+        from triscale.quantum.metrics import qh9_metrics
+
+        basis = model.config.basis
+        if basis.startswith("pyscf:"):
+            m = model.config.method.split("/")
+            ref = electronic_structure(atoms, m[0], functional=m[1] if len(m) > 2 else "hf", basis=basis[6:])
+        else:
+            ref = electronic_structure(atoms, basis)
+        n_occ = n_occupied(atoms, basis)
+        met = qh9_metrics(pred.fock_Eh, ref.fock_Eh, ref.overlap, n_occ)
+        out.update(
+            reference_gap_eV=round(float(ref.gap_eV), 5),
+            gap_error_eV=round(float(pred.gap_eV - ref.gap_eV), 5),
+            h_mae_meV=round(met["h_mae"] * units.Hartree * 1000, 3),
+            occupied_orbital_energy_mae_meV=round(met["eps_occ_mae"] * units.Hartree * 1000, 2),
+            occupied_orbital_cosine=round(met["psi_cos"], 5),
+        )
+    return out
+
+
+@register(
+    "predict_hamiltonian",
+    input=PredictHamiltonianInput,
+    result=PredictHamiltonianResult,
+    cost="light",
+    timeout_s=300,
+    category="quantum",
+)
+def predict_hamiltonian_tool(ctx: ToolContext, a: PredictHamiltonianInput) -> PredictHamiltonianResult:
+    """Predict a molecule's AO Hamiltonian (Fock matrix) with a learned equivariant head on the foundation encoder
+    and the orbital energies / HOMO-LUMO gap that follow from it (GFN2-xTB-quality for H/C/N/O molecules).
+    compare_with_reference=true also runs the reference method and reports the errors. Saves the matrix as npz."""
+    sid, atoms = ctx.structure(a.structure_id)
+    validate_atoms(atoms)
+    if atoms.pbc.any():
+        raise ToolInputError("predict_hamiltonian handles molecules only.")
+    model_ref = a.model
+    local = ctx.workspace.root / a.model
+    if (local / "config.json").is_file():
+        model_ref = str(local)
+    npz = ctx.workspace.new_file("quantum", f"{sid}-predicted-{Path(a.model).name}", ".npz")
+    r = ctx.compute(
+        _guard, _run_predict, atoms, model_ref, a.compare_with_reference, str(npz), label="Hamiltonian prediction"
+    )
+    eps, homo = r.pop("eps"), r.pop("homo")
+    lo, hi = max(0, homo - a.n_window + 1), min(len(eps), homo + 1 + a.n_window)
+    lumo = float(eps[homo + 1]) if homo + 1 < len(eps) else None
+    return PredictHamiltonianResult(
+        structure_id=sid,
+        formula=atoms.get_chemical_formula(mode="hill"),
+        model=a.model,
+        homo_eV=round(float(eps[homo]), 5),
+        lumo_eV=None if lumo is None else round(lumo, 5),
+        gap_eV=None if lumo is None else round(lumo - float(eps[homo]), 5),
+        orbital_energies_eV=[round(float(x), 5) for x in eps[lo:hi]],
+        npz_path=ctx.workspace.relpath(npz),
+        **r,
+    )
