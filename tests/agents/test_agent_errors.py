@@ -107,3 +107,16 @@ def test_approval_before_expensive_calls(make_agent, approved):
     assert bool(energies) is approved
     if approved:
         assert energies[0].method == "dft/hf/sto-3g" and energies[0].value == pytest.approx(-30.37, abs=0.05)
+
+
+def test_calls_of_one_turn_run_in_order_and_a_failed_call_is_retried_after_progress(make_agent):
+    """What the 1.5B model did: guess "st1" before building anything, then build and use "st1" in one turn.
+    The failed call may run again once something succeeded, and the same-turn calls run in the model's order."""
+    sp = {"tool": "single_point", "args": {"structure_id": "st1", "calculator": "gfn2-xtb"}}
+    # many parallel builds first make an unordered tool node run single_point before the build it needs
+    builds = [{"tool": "build_molecule", "args": {"name": n}} for n in ("water", "methane", "ammonia", "ethanol")]
+    agent = make_agent([sp, builds + [sp], ""])
+    run = agent.ask("Energy of water with GFN2-xTB?")
+    energy = [r for r in run.answer.results if r.property == "energy"]
+    assert len(energy) == 1 and energy[0].structure_ids == ["st1"] and energy[0].value < -137
+    assert run.n_tool_calls == 6 and run.stop_reason == "answered"

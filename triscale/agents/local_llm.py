@@ -315,6 +315,7 @@ class ChatLocalGGUF(BaseChatModel):
     grammar_retry: bool = True
     compact: bool = True
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_choice: str | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -324,7 +325,15 @@ class ChatLocalGGUF(BaseChatModel):
         from langchain_core.utils.function_calling import convert_to_openai_tool
 
         specs = [convert_to_openai_tool(t) for t in tools]
-        return self.model_copy(update={"tools": [compact_tool(s) for s in specs] if self.compact else specs})
+        if isinstance(tool_choice, dict):  # {"type": "function", "function": {"name": ...}}
+            tool_choice = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
+        if tool_choice in ("auto", "none", False):
+            tool_choice = None
+        if tool_choice is True:
+            tool_choice = "any"
+        return self.model_copy(
+            update={"tools": [compact_tool(s) for s in specs] if self.compact else specs, "tool_choice": tool_choice}
+        )
 
     def _llama(self):
         import os
@@ -361,18 +370,32 @@ class ChatLocalGGUF(BaseChatModel):
         usage = out.get("usage", {})
         return out["choices"][0]["text"], usage
 
+    def _forced_tools(self) -> list[dict[str, Any]]:
+        """The tools a forced call may use (``tool_choice`` "any"/"required" or one tool's name)."""
+        if self.tool_choice in ("any", "required"):
+            return self.tools
+        return [t for t in self.tools if t["function"]["name"] == self.tool_choice] or self.tools
+
+    def _grammar_call(self, prompt: str, tools: list[dict[str, Any]]) -> tuple[str, dict[str, int]]:
+        from llama_cpp import LlamaGrammar
+
+        grammar = LlamaGrammar.from_json_schema(json.dumps(tool_call_schema(tools)), verbose=False)
+        text, usage = self._complete(prompt + "<tool_call>\n", grammar=grammar)
+        return "<tool_call>" + text + "</tool_call>", usage
+
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any):
         prompt = self.render(messages)
-        text, usage = self._complete(prompt)
         names = [t["function"]["name"] for t in self.tools]
-        content, calls, attempted = parse_tool_calls(text, names)
         retried = False
-        if attempted and self.tools and self.grammar_retry:
-            from llama_cpp import LlamaGrammar
-
-            grammar = LlamaGrammar.from_json_schema(json.dumps(tool_call_schema(self.tools)), verbose=False)
-            text2, usage2 = self._complete(prompt + "<tool_call>\n", grammar=grammar)
-            _, calls, _ = parse_tool_calls("<tool_call>" + text2 + "</tool_call>", names)
+        if self.tools and self.tool_choice:  # a call is required: generate it under the grammar directly
+            text, usage = self._grammar_call(prompt, self._forced_tools())
+            retried = True
+        else:
+            text, usage = self._complete(prompt)
+        content, calls, attempted = parse_tool_calls(text, names)
+        if attempted and self.tools and self.grammar_retry and not retried:
+            text2, usage2 = self._grammar_call(prompt, self.tools)
+            _, calls, _ = parse_tool_calls(text2, names)
             usage = {k: usage.get(k, 0) + usage2.get(k, 0) for k in set(usage) | set(usage2)}
             retried = True
         tool_calls = [

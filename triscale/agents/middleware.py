@@ -7,6 +7,7 @@ Used with ``langchain.agents.create_agent`` together with LangChain's own ``Tool
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -81,6 +82,10 @@ class TriScaleMiddleware(AgentMiddleware):
 
     def reset(self) -> None:
         self.seen: dict[str, dict[str, Any]] = {}
+        self.n_ok = 0  # successful tool calls so far: a failed call may be retried once something succeeded
+        self._order: list[str] = []  # the tool-call ids of the latest model turn, in the model's order
+        self._done: set[str] = set()
+        self._cond = threading.Condition()
         self.turns = 0
         self.stop_reason = "answered"
         self.n_tool_calls = 0
@@ -151,10 +156,36 @@ class TriScaleMiddleware(AgentMiddleware):
                 else False,
             )
         if ai is not None:
+            with self._cond:
+                self._order = [tc.get("id") or "" for tc in ai.tool_calls]
+                self._done = set()
             self._emit("model", content=_text(ai.content), tool_calls=list(ai.tool_calls))
         return response
 
+    def _wait_turn(self, lc_id: str) -> None:
+        """Run the calls of one model turn in the model's order (the tool node starts them in parallel): a
+        model often builds a structure and uses its id in the same turn."""
+        with self._cond:
+            if lc_id not in self._order:
+                return
+            before = self._order[: self._order.index(lc_id)]
+            self._cond.wait_for(lambda: all(i in self._done for i in before))
+
+    def _mark_done(self, lc_id: str) -> None:
+        with self._cond:
+            self._done.add(lc_id)
+            self._cond.notify_all()
+
     def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]):
+        tc = request.tool_call
+        lc_id = tc.get("id") or ""
+        self._wait_turn(lc_id)
+        try:
+            return self._tool_call(request, handler)
+        finally:
+            self._mark_done(lc_id)
+
+    def _tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]):
         tc = request.tool_call
         name, args, lc_id = tc["name"], dict(tc.get("args") or {}), tc.get("id") or ""
         key = canonical_call(name, args)
@@ -187,6 +218,8 @@ class TriScaleMiddleware(AgentMiddleware):
             return msg
 
         prev = self.seen.get(key)
+        if prev is not None and not prev["ok"] and self.n_ok > prev["n_ok"]:
+            prev = None  # it failed before something else succeeded (e.g. the structure it needs): try again
         if prev is not None:
             prev["count"] += 1
             return done(
@@ -226,5 +259,8 @@ class TriScaleMiddleware(AgentMiddleware):
             msg = ToolMessage(content=tool_error_content(exc, request), tool_call_id=lc_id, name=name, status="error")
         if not isinstance(msg, ToolMessage):  # a Command: pass through unlogged
             return msg
-        self.seen[key] = {"count": 1, "content": _text(msg.content)[:2000]}
+        ok = msg.status != "error"
+        with self._cond:
+            self.n_ok += ok
+            self.seen[key] = {"count": 1, "content": _text(msg.content)[:2000], "ok": ok, "n_ok": self.n_ok}
         return done(msg)
