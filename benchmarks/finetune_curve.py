@@ -12,9 +12,13 @@ gets the same recipe (E0 refit, batch 8, default learning rate, at most ``max_st
 with patience 40 epochs); "scratch" is method ``full`` on the same architecture with random weights.
 
     python benchmarks/finetune_curve.py data  [--minutes 30]     # generate/resume the DFT data (CPU-minutes, 1 thread)
-    python benchmarks/finetune_curve.py sweep --base runs/pretrain-base/latest [--sizes 25 50 100 200 400]
-    python benchmarks/finetune_curve.py committee --base ... [--size 100 -k 4]   # calibration of a committee
+    python benchmarks/finetune_curve.py sweep [--base triscale-base] [--sizes 25 50 100 200 400] [--max-steps 400]
+    python benchmarks/finetune_curve.py sweep --methods scratch --sizes 400 --max-steps 2000 --label long
+    python benchmarks/finetune_curve.py committee [--base triscale-base] [--size 100 -k 4]   # committee calibration
     python benchmarks/finetune_curve.py report                    # table + plot from the stored sweep results
+
+``--base`` takes a shipped checkpoint name or a ``save_pretrained`` directory (``resolve_checkpoint``). Results are
+cached per run directory and reused only when base (name and weight hash), max_steps and epochs match.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -185,7 +190,9 @@ def write_extxyz() -> Path:
         atoms.arrays["REF_forces"] = np.asarray(row["forces"])
         frames.append(atoms)
     out = data_dir() / "frames.extxyz"
-    write(out, frames, format="extxyz")
+    tmp = out.with_suffix(f".tmp{os.getpid()}.extxyz")  # atomic: a sweep may read while the data step writes
+    write(tmp, frames, format="extxyz")
+    os.replace(tmp, out)
     mean_s = np.mean([r["seconds"] for r in rows]) if rows else float("nan")
     print(f"{len(frames)} frames in {out} (mean {mean_s:.2f} CPU-s/frame)", file=sys.stderr)
     return out
@@ -222,16 +229,27 @@ def _write_split(path: Path, train, val, test) -> Path:
     return path
 
 
+def _architecture(config_dict: dict) -> dict:
+    skip = ("pretraining", "transformers_version", "scratch_of")
+    return {k: v for k, v in config_dict.items() if k not in skip}
+
+
 def _scratch_base(base: str, out: Path) -> str:
-    """The base architecture with random weights (same config), saved once: the from-scratch baseline."""
+    """The base architecture with random weights (same config), saved once per base: the from-scratch baseline.
+
+    Rebuilt when the stored one was made from a base with another config (e.g. an interim checkpoint)."""
     import torch
 
     from triscale.foundation import FoundationModel
-    from triscale.foundation.checkpoints import load_checkpoint
+    from triscale.foundation.checkpoints import load_checkpoint, resolve_checkpoint
 
-    if (out / "config.json").exists():
-        return str(out)
     config = load_checkpoint(base).config
+    wanted = _architecture(json.loads((resolve_checkpoint(base) / "config.json").read_text()))
+    stored = out / "config.json"
+    if stored.exists() and _architecture(json.loads(stored.read_text())) == wanted:
+        return str(out)
+    config.pretraining = None  # random weights: no pretraining metadata
+    config.scratch_of = str(base)
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
         model = FoundationModel(config)
@@ -239,8 +257,39 @@ def _scratch_base(base: str, out: Path) -> str:
     return str(out)
 
 
-def sweep(base: str, sizes, methods, n_test: int, n_val: int, max_steps: int, epochs: int, out: Path) -> list[dict]:
-    """Train every (method, size) once (cached in OUT/<method>-<size>/metrics.json); returns rows for the table."""
+def base_identity(base: str) -> dict:
+    """The base checkpoint's name and the sha256 of its weights: cached runs are reused only for the same weights."""
+    import hashlib
+
+    from triscale.foundation.checkpoints import resolve_checkpoint
+
+    path = resolve_checkpoint(base)
+    digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+    return {"base": str(base), "base_sha256": digest}
+
+
+def _cached(run_dir: Path, done: Path, key: dict) -> dict | None:
+    """The stored result if it was made with ``key``; else prepares ``run_dir`` for a (resumed) run and returns None.
+
+    A run directory left by an unfinished run with the same key is kept (the trainer resumes it); one made with
+    another key (other base weights, other step budget) is removed."""
+    cached = json.loads(done.read_text()) if done.exists() else {}
+    if cached.get("bench_key") == key:
+        return cached
+    stamp = run_dir / "bench_key.json"
+    if run_dir.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != key):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(key))
+    return None
+
+
+def sweep(
+    base: str, sizes, methods, n_test: int, n_val: int, max_steps: int, epochs: int, out: Path, label: str = ""
+) -> list[dict]:
+    """Train every (method, size) once (cached in OUT/<method>[-label]-<size>/metrics.json); returns table rows.
+
+    Rows are merged into OUT/results.json by (method, label, size), so several calls build one table."""
     import torch
 
     from triscale.finetune import FinetuneRecipe, finetune
@@ -251,15 +300,19 @@ def sweep(base: str, sizes, methods, n_test: int, n_val: int, max_steps: int, ep
     sizes = [n for n in sizes if n <= len(pool)]
     print(f"frames: {len(test)} test, {len(val)} val, pool {len(pool)}; sizes {sizes}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    scratch = _scratch_base(base, out / "scratch-base")
+    ident = base_identity(base)
+    scratch = _scratch_base(base, out / "scratch-base") if "scratch" in methods else None
+    key = {**ident, "max_steps": max_steps, "epochs": epochs}
     rows = []
     for size in sizes:
         data = _write_split(out / "data" / f"train-{size}.extxyz", pool[:size], val, test)
         for method in methods:
-            run_dir = out / f"{method}-{size}"
+            name = f"{method}-{label}" if label else method
+            run_dir = out / f"{name}-{size}"
             done = run_dir / "metrics.json"
-            if done.exists() and json.loads(done.read_text()).get("base") == base:
-                metrics = json.loads(done.read_text())
+            cached = _cached(run_dir, done, key)
+            if cached is not None:
+                metrics = cached
             else:
                 recipe = FinetuneRecipe(
                     data=str(data),
@@ -276,12 +329,13 @@ def sweep(base: str, sizes, methods, n_test: int, n_val: int, max_steps: int, ep
                     seed=SEED,
                 )
                 t0 = time.perf_counter()
-                metrics = finetune(recipe, resume=False)
-                metrics["base"] = base
+                metrics = finetune(recipe, resume=True)  # resumes a run killed mid-way (same recipe)
+                metrics["bench_key"] = key
                 metrics["wall_s"] = time.perf_counter() - t0
                 done.write_text(json.dumps(metrics, indent=1))
             row = {
-                "method": method,
+                "method": name,
+                "max_steps": max_steps,
                 "size": size,
                 "epochs": metrics["epochs"],
                 "steps": metrics["steps"],
@@ -294,12 +348,15 @@ def sweep(base: str, sizes, methods, n_test: int, n_val: int, max_steps: int, ep
             }
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    (out / "results.json").write_text(
-        json.dumps(
-            {"base": base, "n_test": len(test), "n_val": len(val), "level": LEVEL, "molecule": NAME, "rows": rows},
-            indent=1,
-        )
-    )
+    path = out / "results.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    merged = {
+        (r["method"], r["size"]): r for r in old.get("rows", []) if old.get("base_sha256") == ident["base_sha256"]
+    }
+    merged.update({(r["method"], r["size"]): r for r in rows})
+    results = {**ident, "n_test": len(test), "n_val": len(val), "level": LEVEL, "molecule": NAME}
+    results["rows"] = list(merged.values())
+    path.write_text(json.dumps(results, indent=1))
     return rows
 
 
@@ -309,9 +366,15 @@ def committee_run(base: str, size: int, k: int, n_test: int, n_val: int, max_ste
 
     test, val, pool = _split_frames(n_test, n_val)
     data = _write_split(out / "data" / f"train-{size}.extxyz", pool[:size], val, test)
+    key = {**base_identity(base), "max_steps": max_steps, "k": k}
+    run_dir = out / f"committee{k}-lora-{size}"
+    summary_path = out / f"committee{k}-{size}.json"
+    cached = _cached(run_dir, summary_path, key)
+    if cached is not None:
+        return cached
     recipe = FinetuneRecipe(
         data=str(data),
-        out=str(out / f"committee{k}-lora-{size}"),
+        out=str(run_dir),
         base=base,
         method="lora",
         split="data",
@@ -322,9 +385,10 @@ def committee_run(base: str, size: int, k: int, n_test: int, n_val: int, max_ste
         progress=False,
         seed=SEED,
     )
-    metrics = finetune(recipe, resume=False)
+    metrics = finetune(recipe, resume=True)
     summary = {k2: metrics[k2] for k2 in ("test", "test_calibration", "val", "val_calibration") if k2 in metrics}
-    (out / f"committee{k}-{size}.json").write_text(json.dumps(summary, indent=1))
+    summary.update(bench_key=key, k=k, size=size, max_steps=max_steps)
+    summary_path.write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -356,20 +420,35 @@ def report(out: Path, png: Path | None = None) -> str:
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
     sizes = sorted({r["size"] for r in rows})
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    methods = [m for m in METHODS if m in names] + [m for m in names if m not in METHODS]
+    steps = {r["method"]: r.get("max_steps") for r in rows}
     cell = {(r["method"], r["size"]): r for r in rows}
     lines = ["| method | " + " | ".join(f"N={n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
     for key, label in (("f_mae", "forces MAE (meV/Å)"), ("e_mae", "energy MAE (meV/atom)")):
         lines.append(f"| **{label}** |" + " |" * len(sizes))
         for m in methods:
             vals = [f"{cell[(m, n)][key]:.1f}" if (m, n) in cell else "-" for n in sizes]
-            lines.append(f"| {m} | " + " | ".join(vals) + " |")
+            lines.append(f"| {m} ({steps[m]} steps) | " + " | ".join(vals) + " |")
     base_path = out / "base_model.json"
     if base_path.exists():  # the base model with only the E0 refit (on 100 frames): the starting point of every curve
         b = json.loads(base_path.read_text())["e0_refit_only"]
         lines.append(
             f"\nBase model without training (E0 refit only): forces {b['forces_mae_meV_per_A']:.1f} meV/Å, "
             f"energy {b['energy_mae_meV_per_atom']:.1f} meV/atom."
+        )
+    for path in sorted(out.glob("committee*-*.json")):
+        c = json.loads(path.read_text())
+        if c.get("bench_key", {}).get("base_sha256") != results.get("base_sha256") or "test_calibration" not in c:
+            continue
+        cal, t = c["test_calibration"], c["test"]
+        lines.append(
+            f"\nLoRA committee of {c['k']} at N={c['size']} ({c['max_steps']} steps each), {cal['n_structures']} test "
+            f"structures: mean forces MAE {t['forces_mae_meV_per_A']:.1f} meV/Å, energy "
+            f"{t['energy_mae_meV_per_atom']:.1f} meV/atom; Spearman(std, |error|) energy "
+            f"{cal['energy_spearman']:.2f} (per structure), forces {cal['forces_spearman']:.2f} (per atom); mean std "
+            f"{cal['forces_mean_std_meV_per_A']:.1f} vs mean error {cal['forces_mean_error_norm_meV_per_A']:.1f} "
+            f"meV/Å (force vector norms), energy {cal['energy_mean_std_meV']:.1f} vs {cal['energy_mae_meV']:.1f} meV."
         )
     table = "\n".join(lines)
     if png is not None:
@@ -382,7 +461,8 @@ def report(out: Path, png: Path | None = None) -> str:
         for ax, key, label in ((axes[0], "f_mae", "force MAE (meV/Å)"), (axes[1], "e_mae", "energy MAE (meV/atom)")):
             for m in methods:
                 pts = sorted((n, cell[(m, n)][key]) for n in sizes if (m, n) in cell)
-                ax.plot(*zip(*pts), marker="o", label=m)
+                style = {"marker": "o"} if m in METHODS else {"marker": "*", "markersize": 12, "linestyle": "none"}
+                ax.plot(*zip(*pts), label=f"{m} ({steps[m]} steps)", **style)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("training structures")
@@ -408,6 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     p_sweep.add_argument("--n-val", type=int, default=20)
     p_sweep.add_argument("--max-steps", type=int, default=400, help="optimizer steps per run (CPU budget)")
     p_sweep.add_argument("--epochs", type=int, default=200)
+    p_sweep.add_argument("--label", default="", help="suffix of the run names, e.g. 'long' for a longer baseline")
     p_sweep.add_argument("--out", default=str(ROOT / "runs" / "finetune-bench"))
     p_com = sub.add_parser("committee")
     p_com.add_argument("--base", default="triscale-base")
@@ -415,11 +496,11 @@ def main(argv: list[str] | None = None) -> None:
     p_com.add_argument("-k", type=int, default=4)
     p_com.add_argument("--n-test", type=int, default=50)
     p_com.add_argument("--n-val", type=int, default=20)
-    p_com.add_argument("--max-steps", type=int, default=300)
+    p_com.add_argument("--max-steps", type=int, default=400)
     p_com.add_argument("--out", default=str(ROOT / "runs" / "finetune-bench"))
     p_report = sub.add_parser("report")
     p_report.add_argument("--out", default=str(ROOT / "runs" / "finetune-bench"))
-    p_report.add_argument("--png", default=str(ROOT / "docs" / "finetune_curve.png"))
+    p_report.add_argument("--png", default=str(ROOT / "docs" / "img" / "finetune_curve.png"))
     args = parser.parse_args(argv)
     import torch
 
@@ -428,7 +509,9 @@ def main(argv: list[str] | None = None) -> None:
         generate_data(args.minutes)
     elif args.cmd == "sweep":
         out = Path(args.out)
-        sweep(args.base, args.sizes, args.methods, args.n_test, args.n_val, args.max_steps, args.epochs, out)
+        sweep(
+            args.base, args.sizes, args.methods, args.n_test, args.n_val, args.max_steps, args.epochs, out, args.label
+        )
         baseline = base_model_errors(args.base, out, args.n_test, args.n_val)
         (out / "base_model.json").write_text(json.dumps(baseline, indent=1))
         print(json.dumps({k: v for k, v in baseline.items() if k != "e0_fit"}, indent=1))
