@@ -85,7 +85,9 @@ def simulate_pde_tool(ctx: ToolContext, a: SimulatePDEToolInput) -> SimulatePDET
 def predict_pde_tool(ctx: ToolContext, a: PredictPDEToolInput) -> PredictPDEToolResult:
     """Predict a PDE solution with a shipped neural operator (ns2d-fno, ns2d-gfno, burgers1d-fno, darcy2d-fno,
     ...) from an input field (npz in the workspace) or a random input; with check_with_solver=true also runs the
-    reference solver and reports the surrogate's relative L2 error and speed-up. Saves npz + PNG."""
+    reference solver and reports the surrogate's relative L2 error and speed-up. Saves npz + PNG. Returns a
+    split-conformal error bound (relative L2, at `confidence`) and an input p-value: if input_pvalue < 0.01 or
+    within_conformal_bound is false, the surrogate is out of its domain; use simulate_pde instead."""
     out_dir = ctx.workspace.path(a.out_dir or "fields")
     upd: dict[str, Any] = {"out_dir": str(out_dir)}
     if a.input_npz:
