@@ -127,12 +127,31 @@ def _oracle(task: dict[str, Any]):
     return ScriptedChatModel(messages=iter(turns))
 
 
-def run_tasks(tasks: list[dict[str, Any]], llm_spec: str, workspace: str | None) -> list[dict[str, Any]]:
+def interleave(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tasks round-robin over categories, so that a run cut short by ``--max-minutes`` covers every category."""
+    by_cat: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in tasks:
+        by_cat[t["category"]].append(t)
+    out: list[dict[str, Any]] = []
+    while any(by_cat.values()):
+        for cat in list(by_cat):
+            if by_cat[cat]:
+                out.append(by_cat[cat].pop(0))
+    return out
+
+
+def run_tasks(
+    tasks: list[dict[str, Any]], llm_spec: str, workspace: str | None, max_minutes: float | None = None
+) -> list[dict[str, Any]]:
     from triscale.agents import ScienceAgent
     from triscale.tools import Workspace
 
     rows = []
+    start = time.monotonic()
     for task in tasks:
+        if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+            rows.append({"id": task["id"], "category": task["category"], "status": "skipped", "why": "time cap"})
+            continue
         why = _requirements_met(task)
         if why:
             rows.append({"id": task["id"], "category": task["category"], "status": "skipped", "why": why})
@@ -220,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated categories or task ids")
     ap.add_argument("--workspace", default=None, help="keep the task workspaces here")
     ap.add_argument("--out", type=Path, default=None, help="write the report as JSON")
+    ap.add_argument(
+        "--max-minutes", type=float, default=None, help="start no task after this many minutes (tasks interleaved)"
+    )
     args = ap.parse_args(argv)
     tasks = json.loads(args.tasks.read_text())
     if args.make_truth:
@@ -228,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keep = set(args.only.split(","))
         tasks = [t for t in tasks if t["id"] in keep or t["category"] in keep]
-    rows = run_tasks(tasks, args.llm, args.workspace)
+    if args.max_minutes is not None:
+        tasks = interleave(tasks)
+    rows = run_tasks(tasks, args.llm, args.workspace, args.max_minutes)
     rep = report(rows, args.llm)
     if args.out:
         args.out.write_text(json.dumps(rep, indent=1))

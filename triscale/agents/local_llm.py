@@ -126,6 +126,9 @@ def compact_tool(tool: dict[str, Any], desc_limit: int = 160, arg_limit: int = 7
         if name == "calculator":
             props[name] = {"type": "string", "description": "auto, triscale, gfn2-xtb, emt, chgnet or dft"}
             continue
+        if name == "structure_id":  # small models copy an example id ('st3') they were never given
+            props[name] = {"type": "string", "description": "Molecule name or SMILES (e.g. 'water'), or a returned id."}
+            continue
         q: dict[str, Any] = {}
         types = [x.get("type") for x in p.get("anyOf", []) if x.get("type") not in (None, "null")]
         q["type"] = p.get("type") or (types[0] if types else "string")
