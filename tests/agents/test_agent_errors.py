@@ -120,3 +120,13 @@ def test_calls_of_one_turn_run_in_order_and_a_failed_call_is_retried_after_progr
     energy = [r for r in run.answer.results if r.property == "energy"]
     assert len(energy) == 1 and energy[0].structure_ids == ["st1"] and energy[0].value < -137
     assert run.n_tool_calls == 6 and run.stop_reason == "answered"
+
+
+def test_build_molecule_prefers_the_name_over_a_guessed_smiles(make_agent):
+    """The 1.5B model asked for {"name": "caffeine", "smiles": "CCOOC"} and reported C3H8O2."""
+    agent = make_agent([{"tool": "build_molecule", "args": {"name": "caffeine", "smiles": "CCOOC"}}, ""])
+    run = agent.ask("Build caffeine")
+    assert {r.property: r.value for r in run.answer.results}["formula"] == "C8H10N4O2"
+    agent = make_agent([{"tool": "build_molecule", "args": {"name": "no such molecule", "smiles": "CCO"}}, ""])
+    run = agent.ask("Build it")  # an unknown name: the SMILES is used
+    assert {r.property: r.value for r in run.answer.results}["formula"] == "C2H6O"

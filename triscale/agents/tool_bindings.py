@@ -19,6 +19,23 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["make_langchain_tool", "langchain_tools"]
 
 
+def _call(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
+    """``call_tool`` with one repair for language models: ``build_molecule`` given both a name and a SMILES
+    builds from the name (models, small ones above all, often add a wrong SMILES from memory: 'caffeine' with
+    'CCOOC'), and from the SMILES only if the name is unknown."""
+    if name == "build_molecule" and kwargs.get("name") and kwargs.get("smiles"):
+        by_name = {k: v for k, v in kwargs.items() if k != "smiles"}
+        try:
+            result = call_tool(name, by_name, ws)
+        except ToolError:
+            pass
+        else:
+            result.notes.append(f"Built from the name {kwargs['name']!r}; the SMILES given with it was ignored.")
+            return result
+        kwargs = {k: v for k, v in kwargs.items() if k != "name"}
+    return call_tool(name, kwargs, ws)
+
+
 def make_langchain_tool(name: str, workspace: Workspace | str) -> StructuredTool:
     """One registry tool as a LangChain ``StructuredTool`` bound to ``workspace``."""
     from langchain_core.tools import StructuredTool, ToolException
@@ -30,7 +47,7 @@ def make_langchain_tool(name: str, workspace: Workspace | str) -> StructuredTool
 
     def _run(**kwargs: Any) -> tuple[str, dict[str, Any]]:
         try:
-            result = call_tool(tool.name, kwargs, ws)
+            result = _call(tool.name, kwargs, ws)
         except ToolError as e:
             raise ToolException(f"{tool.name} error: {e}") from None
         return result.content(), result.model_dump(mode="json")
