@@ -54,7 +54,8 @@ class HamiltonianConfig:
 
     basis: str = "gfn2-xtb"  # "gfn2-xtb" or "pyscf:<basis>"
     elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
-    encoder: str = "triscale-base"
+    encoder: str = "triscale-base"  # provenance; the weights themselves are saved beside the head (encoder/)
+    encoder_sha256: str | None = None  # fingerprint of the encoder weights the head was trained with
     encoder_channels: int = 64
     channels: int = 32
     hidden: int = 64
@@ -360,15 +361,31 @@ class HamiltonianModel(nn.Module):
         return flat.double().numpy().reshape(n, n)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and the head's weights (``head.safetensors``); the encoder is referenced by name."""
+        """Write ``config.json``, the head's weights (``head.safetensors``) and the frozen encoder it was trained on
+        (``encoder/``, a ``save_pretrained`` directory): the head is only valid with exactly those features, and
+        the shipped ``triscale-base`` may be retrained later. Identical encoder files are stored once by git."""
         from safetensors.torch import save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(str(d / "encoder"))
+        self.config.encoder_sha256 = encoder_fingerprint(self.encoder)
         (d / "config.json").write_text(self.config.to_json() + "\n")
         state = {k: t.detach().contiguous().clone() for k, t in self.head.state_dict().items()}
         save_file(state, str(d / "head.safetensors"))
         return d
+
+
+def encoder_fingerprint(encoder: nn.Module) -> str:
+    """SHA-256 over the encoder's parameters and buffers (names, shapes, float32 bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to(torch.float32 if t.is_floating_point() else t.dtype).cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_hamiltonian_model(
@@ -388,6 +405,19 @@ def load_hamiltonian_model(
         )
         raise FileNotFoundError(f"No Hamiltonian model {str(name_or_path)!r} (shipped: {shipped or 'none'}).")
     config = HamiltonianConfig.from_dict(json.loads((p / "config.json").read_text()))
+    if encoder is None:
+        import triscale
+
+        encoder = (
+            triscale.load(str(p / "encoder"))
+            if (p / "encoder" / "config.json").is_file()
+            else triscale.load(config.encoder)
+        )
+        if config.encoder_sha256 and encoder_fingerprint(encoder) != config.encoder_sha256:
+            raise ValueError(
+                f"The Hamiltonian head in {p} was trained on other encoder weights than {config.encoder!r} has now; "
+                "its features would not match. Save the head together with its encoder (HamiltonianModel.save)."
+            )
     model = HamiltonianModel(config, encoder=encoder)
     model.head.load_state_dict(load_file(str(p / "head.safetensors")))
     return model.eval()
