@@ -72,7 +72,7 @@ class TestLoraPhysics(ModelPhysicsTests):
         super().test_lora_keeps_equivariance_and_merges(A.merge(copy.deepcopy(physics_model)))
 
     def test_nve_conserves_energy(self, physics_model):
-        pytest.skip("run on the merged model (TestMergedLoraPhysics); same weights, saves 6 s")
+        pytest.skip("run on the merged model (TestMergedLoraPhysics, slow); same weights")
 
 
 class TestMergedLoraPhysics(ModelPhysicsTests):
@@ -81,6 +81,10 @@ class TestMergedLoraPhysics(ModelPhysicsTests):
     @pytest.fixture
     def model(self, lora_model):
         return A.merge(copy.deepcopy(lora_model))
+
+    @pytest.mark.slow  # a short NVE run; equivariance and forces = -grad E are checked in the fast tests above
+    def test_nve_conserves_energy(self, physics_model):
+        super().test_nve_conserves_energy(physics_model)
 
 
 def test_merge_reproduces_the_adapter(lora_model):
