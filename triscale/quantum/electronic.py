@@ -458,26 +458,85 @@ def load_npz(path: str | Path) -> ElectronicStructure:
 
 # --------------------------------------------------------------------------------------------- density
 
+# GFN2-xTB's basis for H, C, N, O as contracted Gaussians, so that PySCF can evaluate it on a grid: Slater exponents
+# and primitive counts of tblite's GFN2 parametrisation (H 1s: STO-3G; C/N/O 2s, 2p: STO-4G) with Stewart's
+# expansions (J. Chem. Phys. 52, 431 (1970)). The overlap this gives matches tblite's to ~1e-9 and is checked on
+# every use, so a parameter change in tblite makes the density refuse rather than silently differ.
+_STO3G_1S = ((2.227660584, 0.1543289673), (0.4057711562, 0.5353281423), (0.1098175104, 0.4446345422))
+_STO4G_2S = (
+    (11.61525551, -0.01198411747),
+    (2.000243111, -0.05472052539),
+    (0.1607280687, 0.5805587176),
+    (0.06125744532, 0.4770079976),
+)
+_STO4G_2P = (
+    (1.798260992, 0.05713170255),
+    (0.4662622228, 0.2857455515),
+    (0.1643718620, 0.5517873105),
+    (0.06543927065, 0.2632314924),
+)
+_GFN2_ZETA = {1: (1.230000,), 6: (2.096432, 1.800000), 7: (2.339881, 2.014332), 8: (2.439742, 2.137023)}
+
+
+def _gfn2_basis() -> dict[str, list]:
+    def shell(ll, prims, zeta):
+        return [ll] + [[a * zeta * zeta, c] for a, c in prims]
+
+    out = {"H": [shell(0, _STO3G_1S, _GFN2_ZETA[1][0])]}
+    for z, sym in ((6, "C"), (7, "N"), (8, "O")):
+        out[sym] = [shell(0, _STO4G_2S, _GFN2_ZETA[z][0]), shell(1, _STO4G_2P, _GFN2_ZETA[z][1])]
+    return out
+
+
+def _density_mol(es: ElectronicStructure):
+    """(PySCF Mole, density matrix in its AO order, label) for evaluating the density of ``es`` on a grid."""
+    from pyscf import gto
+
+    if es.code == "pyscf":
+        return build_pyscf_mol(es.atoms(), es.basis or "def2-svp", es.charge, es.spin), es.density_matrix, "total"
+    if es.method != "gfn2-xtb" or not set(int(z) for z in es.numbers) <= set(_GFN2_ZETA):
+        raise QuantumInputError(
+            "A density grid for xTB is available for GFN2-xTB molecules of H, C, N, O only (tblite does not expose "
+            "its basis functions; those four are rebuilt here); use method 'dft' or 'hf' otherwise."
+        )
+    atoms = es.atoms()
+    mol = gto.Mole()
+    mol.atom = [(sym, tuple(p)) for sym, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    mol.basis, mol.unit, mol.verbose = _gfn2_basis(), "Angstrom", 0
+    mol.spin = int(sum(1 if z == 1 else {6: 4, 7: 5, 8: 6}[int(z)] for z in es.numbers) - es.charge) % 2
+    mol.build()
+    perm, off = [], 0  # tblite AO k -> PySCF AO perm[k]: tblite p is (y, z, x), PySCF's (x, y, z)
+    for z in es.numbers:
+        if z == 1:
+            perm.append(off)
+            off += 1
+        else:
+            perm += [off, off + 2, off + 3, off + 1]
+            off += 4
+    perm = np.asarray(perm)
+    s_pyscf = mol.intor("int1e_ovlp")[np.ix_(perm, perm)]
+    if np.abs(s_pyscf - es.overlap).max() > 1e-6:  # pragma: no cover - only if tblite's GFN2 basis changed
+        raise QuantumComputationError("The rebuilt GFN2-xTB basis no longer matches tblite's overlap matrix.")
+    dm = np.zeros_like(es.density_matrix)
+    dm[np.ix_(perm, perm)] = es.density_matrix
+    return mol, dm, "valence"
+
 
 def density_cube(es: ElectronicStructure, path: str | Path, resolution_A: float = 0.2, margin_A: float = 3.0):
-    """Electron density (e/Bohr³) on a regular grid written as a Gaussian cube file (PySCF results only).
+    """Electron density (e/Bohr³) on a regular grid written as a Gaussian cube file.
 
+    PySCF results give the total density; GFN2-xTB results (H, C, N, O) the valence density that xTB treats.
     Returns ``(path, grid_shape, integrated_electrons)``; the integral over the box is a check that the grid and
     margin are fine enough.
     """
-    if es.code != "pyscf":
-        raise QuantumInputError(
-            "A density grid needs the basis functions, which tblite does not expose; use method 'dft' or 'hf' "
-            "(PySCF) for the density cube."
-        )
     from pyscf.tools import cubegen
 
-    mol = build_pyscf_mol(es.atoms(), es.basis or "def2-svp", es.charge, es.spin)
+    mol, dm, _ = _density_mol(es)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     res_bohr = resolution_A / units.Bohr
     cube = cubegen.Cube(mol, resolution=res_bohr, margin=margin_A / units.Bohr)
-    rho = cubegen.density(mol, str(path), es.density_matrix, resolution=res_bohr, margin=margin_A / units.Bohr)
+    rho = cubegen.density(mol, str(path), dm, resolution=res_bohr, margin=margin_A / units.Bohr)
     voxel = abs(np.linalg.det(cube.box)) / (cube.nx * cube.ny * cube.nz)
     return path, tuple(int(x) for x in rho.shape), float(rho.sum() * voxel)
 
@@ -500,10 +559,8 @@ def density_slice_png(
 ) -> tuple[Path, float]:
     """A PNG of log10 density in the molecule's best-fit plane (two largest principal axes), atoms marked.
 
-    Returns ``(path, max_density_e_per_bohr3)``. PySCF results only (see :func:`density_cube`).
+    Returns ``(path, max_density_e_per_bohr3)``. PySCF results, or GFN2-xTB for H/C/N/O (see :func:`density_cube`).
     """
-    if es.code != "pyscf":
-        raise QuantumInputError("The density slice needs a PySCF (dft/hf) result.")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -511,7 +568,7 @@ def density_slice_png(
     from ase.data import chemical_symbols
     from pyscf.dft import numint
 
-    mol = build_pyscf_mol(es.atoms(), es.basis or "def2-svp", es.charge, es.spin)
+    mol, dm, kind = _density_mol(es)
     center, e1, e2 = _principal_plane(es.positions)
     rel = es.positions - center
     a, b = rel @ e1, rel @ e2
@@ -520,7 +577,7 @@ def density_slice_png(
     ga, gb = np.meshgrid(ua, ub, indexing="xy")
     pts = center + ga.reshape(-1, 1) * e1 + gb.reshape(-1, 1) * e2
     ao = mol.eval_gto("GTOval", pts / units.Bohr)
-    rho = numint.eval_rho(mol, ao, es.density_matrix).reshape(ga.shape)
+    rho = numint.eval_rho(mol, ao, dm).reshape(ga.shape)
     fig, ax = plt.subplots(figsize=(5, 4.4), dpi=110)
     im = ax.pcolormesh(ga, gb, np.log10(np.maximum(rho, 1e-6)), shading="auto", cmap="viridis", vmin=-4)
     fig.colorbar(im, ax=ax, label="log10 density (e/Bohr³)")
@@ -530,7 +587,7 @@ def density_slice_png(
     ax.set_aspect("equal")
     ax.set_xlabel("principal axis 1 (Å)")
     ax.set_ylabel("principal axis 2 (Å)")
-    ax.set_title(f"{es.atoms().get_chemical_formula()} {es.method}: density in the molecular plane", fontsize=9)
+    ax.set_title(f"{es.atoms().get_chemical_formula()} {es.method}: {kind} density, molecular plane", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,9 @@ class ElectronicStructureInput(ToolInput):
     charge: int | None = Field(None, ge=-10, le=10, description="Net charge (default: the structure's, 0).")
     spin: int | None = Field(None, ge=0, le=20, description="Unpaired electrons 2S (default: the structure's, 0).")
     density_cube: bool = Field(
-        False, description="dft/hf only: write the electron density as a cube file and a PNG slice."
+        False,
+        description="Write the electron density as a cube file and a PNG slice (dft/hf: total density; "
+        "gfn2-xtb, H/C/N/O only: valence density).",
     )
     cube_resolution_A: float = Field(0.15, ge=0.05, le=0.5, description="Grid spacing of the cube file (Å).")
     n_window: int = Field(5, ge=1, le=50, description="Orbitals listed below the HOMO and above the LUMO.")
@@ -135,10 +137,15 @@ def electronic_structure_tool(ctx: ToolContext, a: ElectronicStructureInput) -> 
     except QuantumInputError as e:
         limits = f"Limits: {', '.join(f'{k} ≤{v} atoms' for k, v in MAX_ATOMS.items())}."
         raise ToolInputError(str(e), hint=limits if "limited to" in str(e) else None) from None
-    if a.density_cube and a.method not in ("dft", "hf"):
+    if (
+        a.density_cube
+        and a.method == "gfn1-xtb"
+        or (a.density_cube and a.method == "gfn2-xtb" and not set(atoms.numbers.tolist()) <= {1, 6, 7, 8})
+    ):
         raise ToolInputError(
-            "density_cube needs method 'dft' or 'hf' (tblite does not expose its basis functions).",
-            hint="Call again with method='dft' (≤30 atoms) or density_cube=false.",
+            "density_cube with xTB is available for gfn2-xtb molecules of H, C, N, O only (tblite does not expose "
+            "its basis functions; those are rebuilt here).",
+            hint="Call again with method='dft' (≤30 atoms), or density_cube=false.",
         )
     key = cache_key(atoms, a.method, charge, spin, a.functional, a.basis)
     stem = f"{sid}-{a.method}-{key}"
@@ -171,6 +178,9 @@ def electronic_structure_tool(ctx: ToolContext, a: ElectronicStructureInput) -> 
     if len(atoms) > MAX_LISTED:
         notes.append(f"charges omitted for >{MAX_LISTED} atoms; they are in the npz (charges_e)")
     n_el = int(atoms.numbers.sum()) - charge
+    if a.method == "gfn2-xtb" and a.density_cube:
+        n_el = int(round(float(es.occupations.sum())))
+        notes.append(f"xTB density is the valence density ({n_el} electrons; cores are not in the model)")
     if r.get("cube_integrated_electrons") is not None and r["cube_integrated_electrons"] < n_el - 0.5:
         notes.append(
             f"the cube integrates to {r['cube_integrated_electrons']:.2f} of {n_el} electrons: core densities are "
