@@ -183,8 +183,9 @@ def electronic_structure_tool(ctx: ToolContext, a: ElectronicStructureInput) -> 
         notes.append(f"xTB density is the valence density ({n_el} electrons; cores are not in the model)")
     if r.get("cube_integrated_electrons") is not None and r["cube_integrated_electrons"] < n_el - 0.5:
         notes.append(
-            f"the cube integrates to {r['cube_integrated_electrons']:.2f} of {n_el} electrons: core densities are "
-            "too sharp for this grid spacing (valence regions are resolved); lower cube_resolution_A if needed"
+            f"the cube integrates to {r['cube_integrated_electrons']:.2f} of {n_el} electrons: the density peaks "
+            "at the nuclei are too sharp for this grid spacing (bonding regions are resolved); lower "
+            "cube_resolution_A if the integral matters"
         )
     if r["cached"]:
         notes.append("reused the saved result of an earlier call (same structure and method)")
