@@ -130,3 +130,30 @@ def test_build_molecule_prefers_the_name_over_a_guessed_smiles(make_agent):
     agent = make_agent([{"tool": "build_molecule", "args": {"name": "no such molecule", "smiles": "CCO"}}, ""])
     run = agent.ask("Build it")  # an unknown name: the SMILES is used
     assert {r.property: r.value for r in run.answer.results}["formula"] == "C2H6O"
+
+
+def test_element_as_structure_id_builds_the_crystal(make_agent):
+    """The 1.5B model called equation_of_state(structure_id="Cu") on an empty workspace."""
+    agent = make_agent([{"tool": "equation_of_state", "args": {"structure_id": "Cu", "calculator": "emt"}}, ""])
+    run = agent.ask("Lattice constant of Cu with EMT?")
+    a = {r.property: r.value for r in run.answer.results}["lattice_constant"]
+    assert abs(a - 3.59) < 0.02  # conventional cubic cell, EMT
+    agent = make_agent([{"tool": "single_point", "args": {"structure_id": "Qq", "calculator": "emt"}}, ""])
+    run = agent.ask("Energy of Qq?")  # not an element: the readable error stays
+    assert run.n_tool_calls == 1 and not run.answer.results
+
+
+def test_small_model_argument_repairs():
+    from triscale.agents.local_llm import repair_args
+
+    assert repair_args("build_bulk", {"name": "Cu", "crystalstructure": "fcc", "a_A": 4.0}) == {
+        "name": "Cu",
+        "crystalstructure": "fcc",
+        "cubic": True,
+    }
+    assert repair_args("build_bulk", {"name": "Cu", "cubic": False}) == {"name": "Cu", "cubic": False}
+    assert repair_args("build_bulk", {"name": "Mg", "a_A": 3.0}) == {"name": "Mg"}  # hcp: no cubic cell
+    nacl = {"name": "NaCl", "crystalstructure": "rocksalt", "a_A": 5.64}
+    assert repair_args("build_bulk", nacl) == nacl  # compounds need a_A
+    fe = {"name": "Fe", "crystalstructure": "fcc", "a_A": 3.6}
+    assert repair_args("build_bulk", fe) == fe  # not the reference state: the model's choice stands

@@ -43,3 +43,26 @@ def test_agent_offers_only_selected_schemas(make_agent):
     run = agent.ask("hello")  # no rule matches: every tool is offered
     turns = [json.loads(x) for x in open(run.provenance) if '"model_turn"' in x]
     assert set(turns[0]["tools_offered"]) == set(COMPACT_TOOLS)
+
+
+def test_a_computation_is_required_before_the_final_answer(make_agent):
+    """The 1.5B model built Cu and then answered in prose without the equation of state; the agent asks again
+    with a computing tool required, once, and only when the question called for one."""
+    agent = make_agent(
+        [
+            {"tool": "build_bulk", "args": {"name": "Cu", "cubic": True}},
+            "You need to build the crystal first and then use equation_of_state.",
+            {"tool": "equation_of_state", "args": {"structure_id": "st1", "calculator": "emt", "n_points": 5}},
+            "",
+        ],
+        tools=COMPACT_TOOLS,
+        select_tools=True,
+    )
+    run = agent.ask("What is the lattice constant of fcc Cu with EMT?")
+    assert run.answer.results[0].property == "lattice_constant" and run.n_tool_calls == 2
+    guards = [json.loads(x) for x in open(run.provenance) if '"guard"' in x]
+    assert len(guards) == 1 and "required" in guards[0]["reason"]
+    # a question no rule matches may be answered without tools
+    agent = make_agent(["Hello! Ask me about molecules or materials."], tools=COMPACT_TOOLS, select_tools=True)
+    run = agent.ask("hello")
+    assert run.n_tool_calls == 0 and run.answer.answer.startswith("Hello!")

@@ -116,13 +116,45 @@ def _first_sentence(text: str, limit: int) -> str:
     return s if len(s) <= limit else s[: limit - 1].rstrip() + "…"
 
 
+# Optional arguments not shown to small models (noise in the prompt).
+COMPACT_HIDDEN: dict[str, tuple[str, ...]] = {"build_bulk": ("label",), "build_molecule": ("label",)}
+
+
+def repair_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Arguments of a small model's call with the invented values it is known to add removed.
+
+    ``build_bulk`` of an element with an ASE reference state: a lattice constant from the model's memory is
+    dropped (the 1.5B gave Cu ``a_A=4.0`` before an equation of state, whose scan then misses the minimum), and
+    a cubic lattice (fcc, bcc, diamond) gets its conventional cubic cell unless ``cubic`` was given, so that
+    ``equation_of_state`` reports the lattice constant a chemist means. Compounds keep ``a_A`` (they need it)."""
+    args = {k: v for k, v in args.items() if k not in COMPACT_HIDDEN.get(name, ())}
+    if name == "build_bulk" and isinstance(args.get("name"), str):
+        from ase.data import atomic_numbers, reference_states
+
+        z = atomic_numbers.get(args["name"].strip())
+        ref = reference_states[z] if z is not None else None
+        if (
+            ref
+            and ref.get("symmetry")
+            and (not args.get("crystalstructure") or args["crystalstructure"] == ref["symmetry"])
+        ):
+            args.pop("a_A", None)
+            args.pop("c_A", None)
+            if "cubic" not in args and ref["symmetry"] in ("fcc", "bcc", "diamond", "sc"):
+                args["cubic"] = True
+    return args
+
+
 def compact_tool(tool: dict[str, Any], desc_limit: int = 160, arg_limit: int = 70) -> dict[str, Any]:
     """A smaller OpenAI tool spec for small models: first sentence of each description, flat argument types,
     ``calculator`` as a plain method string, no ``$defs``."""
     fn = tool.get("function", tool)
     params = fn.get("parameters", {}) or {}
     props = {}
+    hidden = COMPACT_HIDDEN.get(fn.get("name", ""), ())
     for name, p in (params.get("properties") or {}).items():
+        if name in hidden and name not in (params.get("required") or []):
+            continue
         if name == "calculator":
             props[name] = {"type": "string", "description": "auto, triscale, gfn2-xtb, emt, chgnet or dft"}
             continue
@@ -373,6 +405,10 @@ class ChatLocalGGUF(BaseChatModel):
         usage = out.get("usage", {})
         return out["choices"][0]["text"], usage
 
+    def _known_args(self, call: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments after :func:`repair_args` (compact mode only)."""
+        return repair_args(call["name"], call["args"]) if self.compact else call["args"]
+
     def _forced_tools(self) -> list[dict[str, Any]]:
         """The tools a forced call may use (``tool_choice`` "any"/"required" or one tool's name)."""
         if self.tool_choice in ("any", "required"):
@@ -402,7 +438,7 @@ class ChatLocalGGUF(BaseChatModel):
             usage = {k: usage.get(k, 0) + usage2.get(k, 0) for k in set(usage) | set(usage2)}
             retried = True
         tool_calls = [
-            {"name": c["name"], "args": c["args"], "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
+            {"name": c["name"], "args": self._known_args(c), "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
             for c in calls
         ]
         msg = AIMessage(

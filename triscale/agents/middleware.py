@@ -18,6 +18,9 @@ from langgraph.errors import GraphBubbleUp
 
 __all__ = ["TriScaleMiddleware", "is_expensive", "tool_error_content", "canonical_call"]
 
+# Tools that only make structures (a run that called only these has computed nothing yet).
+BUILDERS = frozenset({"build_molecule", "build_bulk", "make_supercell", "build_surface", "list_structures"})
+
 # Calculations that need a person's approval when approval is switched on.
 EXPENSIVE_MD_ATOM_STEPS = 200_000
 
@@ -83,6 +86,8 @@ class TriScaleMiddleware(AgentMiddleware):
     def reset(self) -> None:
         self.seen: dict[str, dict[str, Any]] = {}
         self.n_ok = 0  # successful tool calls so far: a failed call may be retried once something succeeded
+        self.computed = False  # a tool other than a structure builder succeeded
+        self.narrowed = False  # the tool selection matched the question (only then is a computation required)
         self._order: list[str] = []  # the tool-call ids of the latest model turn, in the model's order
         self._done: set[str] = set()
         self._cond = threading.Condition()
@@ -109,6 +114,7 @@ class TriScaleMiddleware(AgentMiddleware):
         question = next((_text(m.content) for m in reversed(request.messages) if isinstance(m, HumanMessage)), "")
         names = [getattr(t, "name", None) for t in request.tools]
         keep = set(self.select(question, [n for n in names if n])) if question else set()
+        self.narrowed = bool(keep)
         if not keep:
             return request
         return request.override(tools=[t for t, n in zip(request.tools, names, strict=True) if n is None or n in keep])
@@ -119,9 +125,18 @@ class TriScaleMiddleware(AgentMiddleware):
             request = self._selected(request)
         t0 = time.monotonic()
         response = handler(request)
-        dt = time.monotonic() - t0
         msgs = response.result if isinstance(response, ModelResponse) else [response]
         ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
+        compute = [t for t in request.tools if getattr(t, "name", "") not in BUILDERS | {None, ""}]
+        if self.narrowed and ai is not None and not ai.tool_calls and not self.computed and compute:
+            # A small model that stops after building (or before any call) although the question asks for a
+            # computation: ask once more with a call of a computing tool required (grammar-constrained locally).
+            if self.log is not None:
+                self.log.write("guard", reason="final answer before any computation; a tool call was required")
+            response = handler(request.override(tools=compute, tool_choice="any"))
+            msgs = response.result if isinstance(response, ModelResponse) else [response]
+            ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
+        dt = time.monotonic() - t0
         if ai is not None and ai.tool_calls:
             repeats = [
                 tc
@@ -262,5 +277,6 @@ class TriScaleMiddleware(AgentMiddleware):
         ok = msg.status != "error"
         with self._cond:
             self.n_ok += ok
+            self.computed = self.computed or (ok and name not in BUILDERS)
             self.seen[key] = {"count": 1, "content": _text(msg.content)[:2000], "ok": ok, "n_ok": self.n_ok}
         return done(msg)

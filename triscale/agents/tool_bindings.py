@@ -9,6 +9,7 @@ can read and recover from, instead of an exception that ends the run.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from triscale.tools import ToolError, Workspace, call_tool, list_tools
@@ -33,7 +34,24 @@ def _call(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
             result.notes.append(f"Built from the name {kwargs['name']!r}; the SMILES given with it was ignored.")
             return result
         kwargs = {k: v for k, v in kwargs.items() if k != "name"}
-    return call_tool(name, kwargs, ws)
+    from triscale.agents.local_llm import repair_args
+
+    try:
+        return call_tool(name, kwargs, ws)
+    except ToolError as e:
+        sid = kwargs.get("structure_id")
+        if not (isinstance(sid, str) and "Unknown structure" in str(e) and _CRYSTAL_NAME.fullmatch(sid.strip())):
+            raise
+        try:  # an element or formula where a structure id is expected: the crystal ase.build.bulk knows
+            bulk = call_tool("build_bulk", repair_args("build_bulk", {"name": sid.strip()}), ws)
+        except ToolError:
+            raise e from None
+        result = call_tool(name, {**kwargs, "structure_id": bulk.structure_id}, ws)
+        result.notes.append(f"Built bulk {sid.strip()} ({bulk.formula}) as {bulk.structure_id} from {sid!r}.")
+        return result
+
+
+_CRYSTAL_NAME = re.compile(r"(?:[A-Z][a-z]?\d*){1,3}")  # 'Cu', 'Si', 'NaCl', 'MgO', 'GaAs'
 
 
 def make_langchain_tool(name: str, workspace: Workspace | str) -> StructuredTool:
