@@ -268,6 +268,25 @@ def base_identity(base: str) -> dict:
     return {"base": str(base), "base_sha256": digest}
 
 
+def snapshot_base(base: str, out: Path) -> tuple[str, dict]:
+    """A copy of the base checkpoint under OUT/base-<sha256[:12]>, used by every run of the call, and its identity.
+
+    The shipped checkpoint can be replaced while a sweep runs (it was, once); training from a snapshot keeps every
+    run of a sweep on the weights its cache key names."""
+    from triscale.foundation.checkpoints import resolve_checkpoint
+
+    src = resolve_checkpoint(base)
+    ident = base_identity(base)
+    dst = out / f"base-{ident['base_sha256'][:12]}"
+    if not (dst / "config.json").exists():
+        tmp = out / f".base-{os.getpid()}"
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        os.replace(tmp, dst)
+    if base_identity(str(dst))["base_sha256"] != ident["base_sha256"]:
+        raise RuntimeError(f"{base} changed while it was being copied; run again")
+    return str(dst), ident
+
+
 def _cached(run_dir: Path, done: Path, key: dict) -> dict | None:
     """The stored result if it was made with ``key``; else prepares ``run_dir`` for a (resumed) run and returns None.
 
@@ -300,8 +319,8 @@ def sweep(
     sizes = [n for n in sizes if n <= len(pool)]
     print(f"frames: {len(test)} test, {len(val)} val, pool {len(pool)}; sizes {sizes}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    ident = base_identity(base)
-    scratch = _scratch_base(base, out / "scratch-base") if "scratch" in methods else None
+    base_path, ident = snapshot_base(base, out)
+    scratch = _scratch_base(base_path, out / "scratch-base") if "scratch" in methods else None
     key = {**ident, "max_steps": max_steps, "epochs": epochs}
     rows = []
     for size in sizes:
@@ -317,7 +336,7 @@ def sweep(
                 recipe = FinetuneRecipe(
                     data=str(data),
                     out=str(run_dir),
-                    base=scratch if method == "scratch" else base,
+                    base=scratch if method == "scratch" else base_path,
                     method="full" if method == "scratch" else method,
                     split="data",
                     epochs=epochs,
@@ -366,7 +385,8 @@ def committee_run(base: str, size: int, k: int, n_test: int, n_val: int, max_ste
 
     test, val, pool = _split_frames(n_test, n_val)
     data = _write_split(out / "data" / f"train-{size}.extxyz", pool[:size], val, test)
-    key = {**base_identity(base), "max_steps": max_steps, "k": k}
+    base_path, ident = snapshot_base(base, out)
+    key = {**ident, "max_steps": max_steps, "k": k}
     run_dir = out / f"committee{k}-lora-{size}"
     summary_path = out / f"committee{k}-{size}.json"
     cached = _cached(run_dir, summary_path, key)
@@ -375,7 +395,7 @@ def committee_run(base: str, size: int, k: int, n_test: int, n_val: int, max_ste
     recipe = FinetuneRecipe(
         data=str(data),
         out=str(run_dir),
-        base=base,
+        base=base_path,
         method="lora",
         split="data",
         committee=k,
@@ -399,7 +419,7 @@ def base_model_errors(base: str, out: Path, n_test: int, n_val: int) -> dict:
     from triscale.foundation.training import record_to_graph
 
     test, val, pool = _split_frames(n_test, n_val)
-    model, _ = load_base(base)
+    model, _ = load_base(snapshot_base(base, out)[0])
     d = model.config.domain_index("molecule")
 
     def graphs(frames):
