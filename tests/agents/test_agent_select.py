@@ -5,7 +5,7 @@ import json
 from triscale.agents.graph import COMPACT_TOOLS
 from triscale.agents.select import select_tools
 
-AVAILABLE = COMPACT_TOOLS + ["plan_experiments"]
+AVAILABLE = COMPACT_TOOLS
 
 
 def test_rules_pick_the_tools_a_question_needs():
@@ -66,3 +66,10 @@ def test_a_computation_is_required_before_the_final_answer(make_agent):
     agent = make_agent(["Hello! Ask me about molecules or materials."], tools=COMPACT_TOOLS, select_tools=True)
     run = agent.ask("hello")
     assert run.n_tool_calls == 0 and run.answer.answer.startswith("Hello!")
+
+
+def test_every_selectable_tool_is_offered_to_local_models():
+    """planning_1 failed because the selector chose plan_experiments, which local models were never given."""
+    from triscale.agents.select import RULES
+
+    assert {t for _, tools in RULES for t in tools} <= set(COMPACT_TOOLS)

@@ -38,6 +38,7 @@ COMPACT_TOOLS = [
     "molecular_dynamics",
     "orbital_energies",
     "predict_properties",
+    "plan_experiments",
 ]
 
 
