@@ -37,6 +37,21 @@ def test_bad_structures_give_clear_input_errors(atoms, message):
     assert isinstance(info.value, ValueError)  # also catchable as a plain ValueError
 
 
+def test_element_without_labels_in_the_chosen_domain_is_refused(tmp_path):
+    model = _model(elements=[1, 8, 26], domain_elements={"molecule": [1, 8], "material": [8, 26]})
+    model.save_pretrained(tmp_path)  # the per-domain coverage survives config.json
+    reloaded = FoundationModel.from_pretrained(str(tmp_path)).eval()
+    feo = Atoms("FeO", positions=[[0, 0, 0], [0, 0, 1.6]])
+    feo.calc = TriScaleCalculator(reloaded)
+    with pytest.raises(InputError, match=r"Fe have no 'molecule'-domain training data.*\['material'\]"):
+        feo.get_potential_energy()
+    feo.calc = TriScaleCalculator(reloaded, domain="material")
+    assert np.isfinite(feo.get_potential_energy())
+    water = molecule("H2O")
+    water.calc = TriScaleCalculator(reloaded)
+    assert np.isfinite(water.get_potential_energy())
+
+
 def test_unknown_domain_and_dtype_are_rejected():
     with pytest.raises(ValueError, match="unknown domain"):
         TriScaleCalculator(_model(), domain="plasma")

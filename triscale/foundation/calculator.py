@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, InputError, all_changes
+from ase.data import chemical_symbols
 
 from triscale.foundation import keys as K
 from triscale.foundation.graph import StructureError, atoms_to_graph, check_structure, collate, graph_to
@@ -94,8 +95,21 @@ class TriScaleCalculator(Calculator):
             check_structure(atoms, self.config.supported_elements, self.max_atoms)
         except StructureError as err:
             raise UnsupportedStructureError(str(err)) from None
-        domain = self.config.domain_index(self.domain_of(atoms))
-        return atoms_to_graph(atoms, self.config.cutoff, domain)
+        name = self.domain_of(atoms)
+        # An element the model knows from another domain has no fitted E0 in this one: refuse, don't guess.
+        missing = sorted(set(atoms.numbers.tolist()) - set(self.config.supported_elements_of(name)))
+        if missing:
+            others = [
+                d
+                for d in self.config.domains
+                if d != name and not set(missing) - set(self.config.supported_elements_of(d))
+            ]
+            hint = f"; domain(s) {others} cover them (pass domain=...)" if others else ""
+            raise UnsupportedStructureError(
+                f"element(s) {' '.join(chemical_symbols[z] for z in missing)} have no {name!r}-domain training data"
+                f"{hint}"
+            )
+        return atoms_to_graph(atoms, self.config.cutoff, self.config.domain_index(name))
 
     def _evaluate(self, graph: dict[str, torch.Tensor], stress: bool) -> list[dict[str, np.ndarray]]:
         graph = graph_to(graph, self.dtype, self.device)

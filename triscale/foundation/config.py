@@ -20,6 +20,8 @@ class FoundationConfig(PreTrainedConfig):
         elements: atomic numbers the model was trained on; others are rejected by the calculator.
             ``None`` (an untrained model) accepts every Z up to ``max_atomic_number``.
         domains: names of the label domains; each has its own energy head and reference energies E0.
+        domain_elements: per domain, the atomic numbers it has labels for (its E0 is fitted only for those);
+            ``None``: every element in ``elements`` for every domain.
         avg_num_neighbors: normalisation of summed messages, so features stay O(1) across densities.
         head_hidden_channels: width of the per-atom readout MLPs.
         property_heads: extra heads; ``"dipole"`` (partial charges x positions + atomic dipoles, e·Å).
@@ -37,6 +39,7 @@ class FoundationConfig(PreTrainedConfig):
         max_atomic_number: int = 94,
         elements: list[int] | None = None,
         domains: list[str] | None = None,
+        domain_elements: dict[str, list[int]] | None = None,
         avg_num_neighbors: float = 24.0,
         head_hidden_channels: int = 32,
         property_heads: list[str] | None = None,
@@ -54,6 +57,9 @@ class FoundationConfig(PreTrainedConfig):
         self.max_atomic_number = int(max_atomic_number)
         self.elements = sorted(int(z) for z in elements) if elements is not None else None
         self.domains = list(domains) if domains is not None else list(DEFAULT_DOMAINS)
+        self.domain_elements = (
+            {str(d): sorted(int(z) for z in zs) for d, zs in domain_elements.items()} if domain_elements else None
+        )
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.head_hidden_channels = int(head_hidden_channels)
         self.property_heads = list(property_heads) if property_heads is not None else ["dipole"]
@@ -65,6 +71,12 @@ class FoundationConfig(PreTrainedConfig):
     @property
     def supported_elements(self) -> list[int]:
         return self.elements if self.elements is not None else list(range(1, self.max_atomic_number + 1))
+
+    def supported_elements_of(self, domain: str) -> list[int]:
+        """Elements the ``domain`` has reference energies for (all supported elements when not recorded)."""
+        if self.domain_elements is not None and domain in self.domain_elements:
+            return self.domain_elements[domain]
+        return self.supported_elements
 
     def domain_index(self, domain: str) -> int:
         try:

@@ -115,6 +115,11 @@ def _fit_statistics(model: FoundationModel, train: list[dict]) -> dict[str, Any]
         stats[name] = {"n_train": len(subset), "e0_residual_rms_eV_per_atom": residual, "force_rms_eV_per_A": scale}
     elements = sorted({int(z) for g in train for z in g[K.ATOMIC_NUMBERS].tolist()})
     cfg.elements = elements
+    cfg.domain_elements = {
+        name: sorted({int(z) for g in train if int(g[K.DOMAIN][0]) == d for z in g[K.ATOMIC_NUMBERS].tolist()})
+        for d, name in enumerate(cfg.domains)
+    }
+    stats["domain_elements"] = cfg.domain_elements
     cfg.avg_num_neighbors = mean_num_neighbors(train)
     stats["elements"] = elements
     stats["avg_num_neighbors"] = cfg.avg_num_neighbors
@@ -240,6 +245,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     # The fitted statistics (possibly refitted above) win over what the checkpoint held.
     for target in (accelerator.unwrap_model(model), ema.module):
         target.config.elements = stats["elements"]
+        target.config.domain_elements = stats.get("domain_elements")
         target.config.avg_num_neighbors = stats["avg_num_neighbors"]
         target.atomic_energies.copy_(torch.tensor(stats["atomic_energies"], dtype=torch.float64))
         target.energy_scale.copy_(torch.tensor(stats["energy_scale"], dtype=torch.float64))
