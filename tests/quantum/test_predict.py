@@ -66,3 +66,16 @@ def test_predict_hamiltonian_tool(call, ws):
         call("predict_hamiltonian", structure_id="methane", model="b3lyp-water")
     with pytest.raises(ToolInputError, match="No Hamiltonian model"):
         call("predict_hamiltonian", structure_id="water", model="no-such-model")
+
+
+def test_a_head_refuses_other_encoder_weights(tmp_path):
+    # without its saved encoder, a head falls back to the named checkpoint, whose weights differ (triscale-base was
+    # retrained after these heads were fitted): the fingerprint check refuses instead of predicting nonsense
+    import shutil
+
+    from triscale.quantum.hamiltonian import CHECKPOINT_DIR
+
+    for f in ("config.json", "head.safetensors"):
+        shutil.copy(CHECKPOINT_DIR / "b3lyp-water" / f, tmp_path / f)
+    with pytest.raises(ValueError, match="other encoder weights"):
+        load_hamiltonian_model(tmp_path)

@@ -377,14 +377,17 @@ class HamiltonianModel(nn.Module):
 
 
 def encoder_fingerprint(encoder: nn.Module) -> str:
-    """SHA-256 over the encoder's parameters and buffers (names, shapes, float32 bytes)."""
+    """SHA-256 over the parameters that determine the encoder's features (embeddings, interaction and update
+    layers: names, shapes, float32 bytes); energy heads and fitted statistics do not enter."""
     import hashlib
 
     h = hashlib.sha256()
-    for name, t in sorted(encoder.state_dict().items()):
+    for name, t in sorted(encoder.named_parameters()):
+        if not name.startswith(("embedding.", "domain_embedding.", "interactions.", "updates.")):
+            continue
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().to(torch.float32 if t.is_floating_point() else t.dtype).cpu().numpy().tobytes())
+        h.update(t.detach().to(torch.float32).cpu().numpy().tobytes())
     return h.hexdigest()
 
 
