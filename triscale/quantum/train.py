@@ -315,6 +315,7 @@ def train(recipe: TrainRecipe, log=print) -> dict[str, Any]:
         dst.mkdir(parents=True, exist_ok=True)
         for f in ("config.json", "head.safetensors"):
             shutil.copy(out / "best" / f, dst / f)
+        shutil.copytree(out / "best" / "encoder", dst / "encoder", dirs_exist_ok=True)
     log(json.dumps(metrics["test"]))
     return metrics
 
