@@ -13,7 +13,7 @@ with patience 40 epochs); "scratch" is method ``full`` on the same architecture 
 
     python benchmarks/finetune_curve.py data  [--minutes 30]     # generate/resume the DFT data (CPU-minutes, 1 thread)
     python benchmarks/finetune_curve.py sweep [--base triscale-base] [--sizes 25 50 100 200 400] [--max-steps 400]
-    python benchmarks/finetune_curve.py sweep --methods scratch --sizes 400 --max-steps 2000 --label long
+    python benchmarks/finetune_curve.py sweep --methods scratch --sizes 400 --max-steps 1600 --label long
     python benchmarks/finetune_curve.py committee [--base triscale-base] [--size 100 -k 4]   # committee calibration
     python benchmarks/finetune_curve.py report                    # table + plot from the stored sweep results
 
@@ -476,6 +476,7 @@ def report(out: Path, png: Path | None = None) -> str:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, key, label in ((axes[0], "f_mae", "force MAE (meV/Å)"), (axes[1], "e_mae", "energy MAE (meV/atom)")):
@@ -485,11 +486,18 @@ def report(out: Path, png: Path | None = None) -> str:
                 ax.plot(*zip(*pts), label=f"{m} ({steps[m]} steps)", **style)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.set_xticks(sizes, [str(n) for n in sizes])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("training structures")
             ax.set_ylabel(f"test {label}")
-            ax.legend()
-        fig.suptitle(f"{NAME}, B3LYP/6-31G*, {results['n_test']} test frames; base: {results['base']}", fontsize=9)
-        fig.tight_layout()
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+        fig.suptitle(
+            f"{NAME}, B3LYP/6-31G*, {results['n_test']} test frames; base: {results['base']} "
+            f"(sha256 {results.get('base_sha256', '?')[:12]})",
+            fontsize=9,
+        )
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         fig.savefig(png, dpi=110)
         plt.close(fig)
     return table
