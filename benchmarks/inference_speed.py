@@ -75,13 +75,15 @@ def main() -> None:
     model, label = triscale_model(args.model)
     ours = f"TriScale ({label})"
     calc = TriScaleCalculator(model, dtype="float32")
+    # The water box is periodic but molecular: its H has labels only in the molecule domain.
+    water_calc = TriScaleCalculator(model, dtype="float32", domain="molecule")
     for name, atoms in structures.items():
         rows.append(
             {
                 "model": ours,
                 "structure": name,
                 "n_atoms": len(atoms),
-                "seconds": time_energy_forces(calc, atoms, args.repeats),
+                "seconds": time_energy_forces(water_calc if name.startswith("water") else calc, atoms, args.repeats),
             }
         )
 
