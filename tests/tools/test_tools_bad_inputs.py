@@ -250,3 +250,10 @@ def test_errors_are_logged_and_are_tool_errors(seeded, call):
         call("single_point", structure_id="st99")
     last = list(seeded.calls())[-1]
     assert last["tool"] == "single_point" and last["status"] == "error" and "st99" in last["error"]
+
+
+def test_md_of_a_single_atom_is_a_clear_error(seeded, call):
+    one = call("build_bulk", name="Al", cubic=False)  # primitive fcc: one atom, 3N - 3 = 0 degrees of freedom
+    assert one.n_atoms == 1
+    with pytest.raises(ToolInputError, match="at least 2 atoms.*make_supercell"):
+        call("molecular_dynamics", structure_id=one.structure_id, calculator="emt", steps=5)

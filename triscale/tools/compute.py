@@ -133,6 +133,12 @@ def molecular_dynamics(
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
 
+    if len(atoms) < 2:
+        # One atom has no internal degrees of freedom (3N - 3 = 0): temperatures would be 0/0 = NaN.
+        raise ToolInputError(
+            f"Molecular dynamics needs at least 2 atoms; this structure has {len(atoms)}.",
+            hint="For a crystal, make a supercell first (make_supercell, e.g. repeat [2, 2, 2]).",
+        )
     atoms = _attach(atoms, spec, root)
     rng = np.random.default_rng(seed)
     if temperature_K > 0:
