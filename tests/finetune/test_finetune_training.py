@@ -219,6 +219,43 @@ def test_property_head(recipe, tmp_path, encoder, base_model):
     assert (out / "parity.png").exists()
 
 
+def test_property_committee(recipe, tmp_path, base_model):
+    from ase.io import write
+
+    from triscale.finetune import load_property_model
+    from triscale.finetune.property import PropertyCommittee
+
+    frames = emt_frames(["CH3CH2OH", "CH3OH", "H2O", "CH4"], 5, seed=12)
+    for atoms in frames:
+        atoms.info["gap"] = float(atoms.numbers.mean() + 0.1 * np.linalg.norm(atoms.positions, axis=1).mean())
+    write(tmp_path / "gap.extxyz", frames)
+    out = tmp_path / "gap-committee"
+    rec = recipe(
+        data=str(tmp_path / "gap.extxyz"),
+        out=str(out),
+        property={"key": "gap", "unit": "eV"},
+        committee=3,
+        epochs=8,
+        lr=1e-2,
+        batch_size=5,
+        val_fraction=0.3,
+    )
+    metrics = finetune(rec)
+    assert metrics["committee"] == 3 and len(metrics["members"]) == 3
+    assert metrics["val"]["mean_std"] > 0 and metrics["val"]["n_structures"] == 6
+    committee = load_property_model(out, base=base_model)
+    assert isinstance(committee, PropertyCommittee) and len(committee) == 3
+    assert committee.shared_encoder  # frozen members: one encoder pass for all heads
+    mean, std = committee.predict(frames[:4], return_std=True)
+    members = np.stack(
+        [load_property_model(out / f"member-{k}", base=base_model).predict(frames[:4]) for k in range(3)]
+    )
+    assert np.allclose(mean, members.mean(0), atol=1e-10) and np.allclose(std, members.std(0), atol=1e-10)
+    assert (std > 0).all()  # bootstrap samples and seeds differ
+    lo, hi = committee.interval(mean, std)  # calibrated on the validation split
+    assert (lo < mean).all() and (hi > mean).all()
+
+
 # --- recipes and CLI --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "finetune").glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_recipes_validate(path):

@@ -82,19 +82,77 @@ class PropertyModel(nn.Module):
     @torch.no_grad()
     def predict(self, structures: Sequence, batch_size: int = 32) -> np.ndarray:
         """The property of each ASE ``Atoms`` in ``structures`` (float64 array, the training data's unit)."""
-        from triscale.foundation.graph import atoms_to_graph, check_structure, collate
+        return np.concatenate(
+            [self(batch).numpy() for batch in _batches(structures, self.config, self.domain_index, batch_size)]
+            or [np.zeros(0)]
+        )
 
-        self.eval()
-        values = []
-        structures = list(structures)
-        for start in range(0, len(structures), batch_size):
-            chunk = structures[start : start + batch_size]
-            graphs = []
-            for atoms in chunk:
-                check_structure(atoms, self.config.supported_elements)
-                graphs.append(atoms_to_graph(atoms, self.config.cutoff, self.domain_index))
-            values.append(self(collate(graphs)).numpy())
-        return np.concatenate(values) if values else np.zeros(0)
+
+def _batches(structures: Sequence, config, domain_index: int, batch_size: int):
+    """Collated graphs of ASE structures (checked against the model's elements), ``batch_size`` at a time."""
+    from triscale.foundation.graph import atoms_to_graph, check_structure, collate
+
+    structures = list(structures)
+    for start in range(0, len(structures), batch_size):
+        graphs = []
+        for atoms in structures[start : start + batch_size]:
+            check_structure(atoms, config.supported_elements)
+            graphs.append(atoms_to_graph(atoms, config.cutoff, domain_index))
+        yield collate(graphs)
+
+
+class PropertyCommittee:
+    """K property heads trained on bootstrap samples: the mean is the prediction, the spread its uncertainty.
+
+    Members on a frozen encoder share one copy of it, so the encoder runs once per batch however large K is.
+    ``conformal`` (calibrated on the validation split when the committee was trained) turns the committee's
+    standard deviation into a split-conformal interval: ``mean ± q (std + eps)``.
+    """
+
+    def __init__(self, members: Sequence[PropertyModel], conformal: dict | None = None, name: str | None = None):
+        if not members:
+            raise ValueError("a committee needs at least one member")
+        self.members = list(members)
+        first = self.members[0]
+        self.name = name or first.name
+        self.unit = first.unit
+        self.config = first.config
+        self.domain_index = first.domain_index
+        # one encoder pass serves every head when all members share the same (frozen) encoder object
+        self.shared_encoder = all(m.model is first.model for m in self.members)
+        self.conformal = None
+        if conformal:
+            from triscale.uncertainty import SplitConformal
+
+            self.conformal = SplitConformal.from_dict(conformal)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @torch.no_grad()
+    def member_predictions(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """(K, B) predictions of every member for one collated batch."""
+        if not self.shared_encoder:
+            return np.stack([m(batch).numpy() for m in self.members])
+        s = self.members[0].features(batch)
+        out = []
+        for m in self.members:
+            z = m.head_output(s, batch[K.BATCH], batch[K.NUM_ATOMS])
+            out.append(m.denormalize(z, batch[K.NUM_ATOMS]).numpy())
+        return np.stack(out)
+
+    def predict(self, structures: Sequence, batch_size: int = 32, return_std: bool = False):
+        """Committee mean per structure (float64, the training data's unit); with ``return_std`` also the
+        members' standard deviation."""
+        for m in self.members:
+            m.eval()
+        preds = [self.member_predictions(b) for b in _batches(structures, self.config, self.domain_index, batch_size)]
+        k = np.concatenate(preds, axis=1) if preds else np.zeros((len(self), 0))
+        return (k.mean(0), k.std(0)) if return_std else k.mean(0)
+
+    def interval(self, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The calibrated conformal interval (``None`` when the committee carries no calibration)."""
+        return None if self.conformal is None else self.conformal.interval(mean, std)
 
 
 def _target_stats(graphs: list[dict], pooling: str) -> tuple[float, float]:
@@ -116,20 +174,49 @@ def _property_errors(ref: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     }
 
 
-def train_property(recipe, base, base_dir, data: dict, console, resume: bool) -> dict:
-    """Train a property head (recipe.property) on the frozen or LoRA-adapted encoder; returns the metrics."""
+def _base_record(recipe, base, base_dir) -> dict:
+    return {
+        "name": recipe.base,
+        "path": str(base_dir),
+        "sha256": A.checkpoint_sha256(base_dir),
+        "fingerprint": A.state_fingerprint(base),
+    }
+
+
+def _property_record(opts) -> dict:
+    return {"key": opts.key, "unit": opts.unit, "pooling": opts.pooling, "encoder": opts.encoder, "hidden": opts.hidden}
+
+
+def train_property(
+    recipe,
+    base,
+    base_dir,
+    data: dict,
+    console,
+    resume: bool,
+    out: Path | None = None,
+    seed: int | None = None,
+    bootstrap: bool = False,
+) -> dict:
+    """Train a property head (recipe.property) on the frozen or LoRA-adapted encoder into ``out`` (default
+    ``recipe.out``); ``bootstrap``: on a bootstrap sample of the training split (a committee member). Returns the
+    metrics."""
     from triscale.finetune.trainer import _load_state, _lr_lambda, _named_trainable, _restore, _save_state
     from triscale.foundation.graph import collate, graph_to
 
     opts = recipe.property
-    out = Path(recipe.out)
+    out = Path(recipe.out) if out is None else Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = recipe.seed if seed is None else seed
     d = data["domain_index"]
     graphs = data["graphs"]
-    split = data["split"]
+    split = dict(data["split"])
+    if bootstrap:
+        split["train"] = D.bootstrap(split["train"], seed)
     train = [graphs[i] for i in split["train"]]
     val = [graphs[i] for i in split["val"]]
     with torch.random.fork_rng():
-        torch.manual_seed(recipe.seed)
+        torch.manual_seed(seed)
         if opts.encoder == "lora":
             lora = (
                 recipe.lora.model_copy(update={"target_modules": "encoder"})
@@ -185,7 +272,7 @@ def train_property(recipe, base, base_dir, data: dict, console, resume: bool) ->
     )
     optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, recipe.schedule))
-    generator = torch.Generator().manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(seed)
     progress = {
         "epoch": 0,
         "step": 0,
@@ -254,7 +341,9 @@ def train_property(recipe, base, base_dir, data: dict, console, resume: bool) ->
     if best is not None:
         _restore(model, best)
     model.eval()
-    preds = {s: (targets(split[s]), predict(split[s])) for s in ("train", "val", "test") if split[s]}
+    # errors on the data's splits (for a bootstrap member: the whole training split, not its resample)
+    splits = data["split"]
+    preds = {s: (targets(splits[s]), predict(splits[s])) for s in ("train", "val", "test") if splits[s]}
     metrics = {
         "property": opts.key,
         "unit": opts.unit,
@@ -273,19 +362,8 @@ def train_property(recipe, base, base_dir, data: dict, console, resume: bool) ->
         {
             "method": "property",
             "domain": data["domain"],
-            "base": {
-                "name": recipe.base,
-                "path": str(base_dir),
-                "sha256": A.checkpoint_sha256(base_dir),
-                "fingerprint": A.state_fingerprint(base),
-            },
-            "property": {
-                "key": opts.key,
-                "unit": opts.unit,
-                "pooling": opts.pooling,
-                "encoder": opts.encoder,
-                "hidden": opts.hidden,
-            },
+            "base": _base_record(recipe, base, base_dir),
+            "property": _property_record(opts),
             "data": data["summary"],
             "metrics": metrics,
             "recipe": recipe.model_dump(),
@@ -318,15 +396,15 @@ def save_property_model(model: PropertyModel, out_dir: str | Path, metadata: dic
     return out
 
 
-def load_property_model(adapter_dir: str | Path, base=None, check_base: bool = True) -> PropertyModel:
-    """A :class:`PropertyModel` from a property adapter directory; ``base`` defaults to the checkpoint recorded in
-    its metadata."""
-    from safetensors.torch import load_file
-
-    adapter_dir = Path(adapter_dir)
+def load_property_model(
+    adapter_dir: str | Path, base=None, check_base: bool = True
+) -> PropertyModel | PropertyCommittee:
+    """A :class:`PropertyModel` from a property adapter directory, or a :class:`PropertyCommittee` from a committee
+    directory (``committee: K``); a shipped name such as ``gfn2-gap`` also works. ``base`` defaults to the
+    checkpoint recorded in the metadata."""
+    adapter_dir = resolve_property_dir(adapter_dir)
     meta = A.read_metadata(adapter_dir)
-    prop = meta.get("property")
-    if not prop:
+    if not meta.get("property"):
         raise ValueError(f"{adapter_dir} is not a property adapter (method {meta.get('method')!r})")
     if base is None:
         from triscale.finetune.trainer import load_base
@@ -335,7 +413,22 @@ def load_property_model(adapter_dir: str | Path, base=None, check_base: bool = T
         base, _ = load_base(path if path and Path(path).is_dir() else meta["base"]["name"])
     if check_base:
         A._check_base(base, meta, adapter_dir)
-    encoder = copy.deepcopy(A.unwrap(base))
+    if not meta.get("committee"):
+        return _load_member(adapter_dir, meta, base)
+    shared = copy.deepcopy(A.unwrap(base))  # frozen members share one encoder
+    members = []
+    for name in meta["committee"]:
+        member_meta = A.read_metadata(adapter_dir / name)
+        frozen = member_meta["property"]["encoder"] == "frozen"
+        members.append(_load_member(adapter_dir / name, member_meta, base, shared if frozen else None))
+    return PropertyCommittee(members, meta.get("conformal"), name=meta["property"]["key"])
+
+
+def _load_member(adapter_dir: Path, meta: dict, base, encoder=None) -> PropertyModel:
+    from safetensors.torch import load_file
+
+    prop = meta["property"]
+    encoder = copy.deepcopy(A.unwrap(base)) if encoder is None else encoder
     if prop["encoder"] == "lora":
         from peft import PeftModel
 
@@ -350,3 +443,128 @@ def load_property_model(adapter_dir: str | Path, base=None, check_base: bool = T
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
+
+
+def train_property_committee(recipe, base, base_dir, data: dict, console, resume: bool) -> dict:
+    """``committee: K`` property heads, each on a bootstrap sample with its own seed, then the committee's metrics,
+    its calibration (Spearman of std vs error) and a split-conformal interval calibrated on the validation split."""
+    out = Path(recipe.out)
+    members = []
+    for k in range(recipe.committee):
+        console.print(f"[bold]committee member {k + 1}/{recipe.committee}[/]")
+        members.append(
+            train_property(
+                recipe,
+                base,
+                base_dir,
+                data,
+                console,
+                resume,
+                out=out / f"member-{k}",
+                seed=recipe.seed + 1000 * (k + 1),
+                bootstrap=recipe.bootstrap,
+            )
+        )
+    return _finish_property_committee(recipe, base, base_dir, data, out, members, console)
+
+
+def committee_errors(ref: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict:
+    """Errors of the committee mean and how well its spread ranks them."""
+    from scipy.stats import spearmanr
+
+    err = np.abs(mean - ref)
+    return {
+        **_property_errors(ref, mean),
+        "mean_std": float(std.mean()),
+        "spearman_std_error": float(spearmanr(std, err).statistic) if len(err) > 2 else None,
+    }
+
+
+def _finish_property_committee(recipe, base, base_dir, data, out: Path, members: list[dict], console) -> dict:
+    from triscale.foundation.graph import collate, graph_to
+    from triscale.uncertainty import calibrate_committee
+
+    opts = recipe.property
+    names = [f"member-{k}" for k in range(len(members))]
+    meta = {
+        "format": A.FORMAT,
+        "format_version": A.FORMAT_VERSION,
+        "method": "property",
+        "domain": data["domain"],
+        "base": _base_record(recipe, base, base_dir),
+        "property": _property_record(opts),
+        "data": data["summary"],
+        "recipe": recipe.model_dump(),
+        "committee": names,
+    }
+    (out / A.META_FILE).write_text(json.dumps(meta, indent=1))
+    committee = load_property_model(out, base=base)
+    dtype = next(base.parameters()).dtype
+    graphs = data["graphs"]
+
+    def predict(indices: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = [
+            committee.member_predictions(graph_to(collate([graphs[i] for i in indices[s : s + 64]]), dtype))
+            for s in range(0, len(indices), 64)
+        ]
+        k = np.concatenate(k, axis=1)
+        ref = np.array([float(graphs[i][D.PROPERTY][0]) for i in indices])
+        return ref, k.mean(0), k.std(0)
+
+    metrics: dict = {"property": opts.key, "unit": opts.unit, "committee": len(members), "members": members}
+    preds = {s: predict(data["split"][s]) for s in ("train", "val", "test") if data["split"][s]}
+    for split, (ref, mean, std) in preds.items():
+        metrics[split] = committee_errors(ref, mean, std)
+    if "val" in preds:
+        ref, mean, std = preds["val"]
+        conformal = calibrate_committee(mean, std, ref, alpha=0.1, meta={"calibrated_on": "val"})
+        meta["conformal"] = conformal.to_dict()
+        if "test" in preds:
+            ref_t, mean_t, std_t = preds["test"]
+            lo, hi = conformal.expected_coverage(len(ref_t))
+            metrics["test_conformal"] = {
+                "alpha": conformal.alpha,
+                "coverage": conformal.coverage(mean_t, ref_t, std_t),
+                "expected_range_99": [lo, hi],
+                "mean_half_width": float(conformal.half_width(std_t).mean()),
+            }
+    meta["metrics"] = {k: v for k, v in metrics.items() if k != "members"}
+    (out / A.META_FILE).write_text(json.dumps(meta, indent=1))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if recipe.plots:
+        from triscale.finetune.plots import property_parity_plot
+
+        property_parity_plot(
+            {s: (ref, mean) for s, (ref, mean, _) in preds.items()}, out / "parity.png", opts.key, opts.unit
+        )
+    console.print(
+        f"[green]committee[/] {out}: "
+        + ", ".join(
+            f"{s} MAE {metrics[s]['mae']:.4g} {opts.unit} (Spearman {metrics[s]['spearman_std_error']})" for s in preds
+        )
+    )
+    return metrics
+
+
+#: Property heads that ship inside the package (``triscale/finetune/checkpoints/NAME``).
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
+
+
+def shipped_properties() -> list[str]:
+    """Names of the property heads shipped with the package (e.g. ``gfn2-gap``)."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / A.META_FILE).is_file())
+
+
+def resolve_property_dir(name_or_dir: str | Path) -> Path:
+    """A property adapter directory from a shipped name (``gfn2-gap``) or a path."""
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return path
+    if (SHIPPED_DIR / str(name_or_dir)).is_dir():
+        return SHIPPED_DIR / str(name_or_dir)
+    raise FileNotFoundError(
+        f"no property model {str(name_or_dir)!r}: not a directory, and the shipped ones are "
+        f"{', '.join(shipped_properties()) or 'none'}"
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 Method = Literal["lora", "heads", "full"]
 
@@ -109,12 +109,6 @@ class FinetuneRecipe(BaseModel):
     num_threads: int = Field(1, ge=1)
     progress: bool = True
     plots: bool = True
-
-    @model_validator(mode="after")
-    def _check(self) -> FinetuneRecipe:
-        if self.property is not None and self.committee > 1:
-            raise ValueError("committees are for energy/force fine-tuning; a property head takes committee: 1")
-        return self
 
     @builtins.property  # the field `property` shadows the builtin in this class body
     def learning_rate(self) -> float:

@@ -296,8 +296,10 @@ def finetune(recipe: FinetuneRecipe, resume: bool = True) -> dict:
         f"({', '.join(f'{k} {len(v)}' for k, v in data['split'].items())}), domain {data['domain']}"
     )
     if recipe.property is not None:
-        from triscale.finetune.property import train_property
+        from triscale.finetune.property import train_property, train_property_committee
 
+        if recipe.committee > 1:
+            return train_property_committee(recipe, base, base_dir, data, console, resume)
         return train_property(recipe, base, base_dir, data, console, resume)
 
     d = data["domain_index"]
