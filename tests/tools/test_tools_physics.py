@@ -17,9 +17,7 @@ def _xtb():
 
 def test_eos_cu_emt_matches_ase_fit(ws, call):
     cu = call("build_bulk", name="Cu", cubic=True)
-    r = call(
-        "equation_of_state", structure_id=cu.structure_id, calculator="emt", volume_range=0.06, n_points=9
-    )
+    r = call("equation_of_state", structure_id=cu.structure_id, calculator="emt", volume_range=0.06, n_points=9)
     # direct: the same volumes with ASE's EMT and EquationOfState
     atoms = bulk("Cu", cubic=True)
     cell0 = atoms.cell.copy()
@@ -34,9 +32,29 @@ def test_eos_cu_emt_matches_ase_fit(ws, call):
     assert r.bulk_modulus_GPa == pytest.approx(b / units.GPa, rel=1e-4)
     assert r.minimum_energy_eV == pytest.approx(e0, abs=1e-5)
     assert 3.55 < r.lattice_constant_A < 3.62  # EMT Cu: 3.59 Å
+    assert r.bravais_lattice == "CUB"
     # the equilibrium structure is stored as a child
     assert ws.record(r.structure_id)["parent"] == cu.structure_id
     assert ws.get(r.structure_id).get_volume() == pytest.approx(v0, rel=1e-6)
+
+
+def test_eos_primitive_cells_report_the_conventional_lattice(call):
+    # a primitive fcc cell has cell lengths a/sqrt(2); the tool reports the conventional a, as the cubic cell does
+    cubic = call(
+        "equation_of_state", structure_id=call("build_bulk", name="Cu", cubic=True).structure_id, calculator="emt"
+    )
+    prim = call("equation_of_state", structure_id=call("build_bulk", name="Cu").structure_id, calculator="emt")
+    assert prim.bravais_lattice == "FCC" and cubic.bravais_lattice == "CUB"
+    assert prim.lattice_constant_A == pytest.approx(cubic.lattice_constant_A, abs=2e-3)
+    assert prim.cell_lengths_A[0] == pytest.approx(prim.lattice_constant_A / np.sqrt(2), rel=1e-6)
+    hcp = call(
+        "equation_of_state",
+        structure_id=call("build_bulk", name="Ni", crystalstructure="hcp", a_A=2.5).structure_id,
+        calculator="emt",
+    )
+    assert hcp.bravais_lattice == "HEX" and hcp.lattice_c_A == pytest.approx(
+        hcp.lattice_constant_A * np.sqrt(8 / 3), rel=1e-6
+    )
 
 
 def test_single_point_matches_direct(ws, call):
@@ -250,9 +268,7 @@ def test_orbitals_xtb_and_pyscf_match_direct(ws, call):
 def test_dft_single_point_matches_pyscf(call):
     from pyscf import dft, gto
 
-    r = call(
-        "single_point", structure_id="H2", calculator={"method": "dft", "functional": "pbe", "basis": "6-31g"}
-    )
+    r = call("single_point", structure_id="H2", calculator={"method": "dft", "functional": "pbe", "basis": "6-31g"})
     atoms = molecule("H2")
     mol = gto.M(atom=[("H", p) for p in atoms.positions], basis="6-31g", verbose=0)
     mf = dft.RKS(mol)

@@ -565,11 +565,30 @@ class EOSResult(ToolResult):
     minimum_energy_eV: float
     bulk_modulus_GPa: float
     lattice_constant_A: float | None = Field(
-        None, description="Cubic cells: equilibrium a of the stored cell."
+        None,
+        description="Conventional lattice constant a of a cubic (sc/fcc/bcc) or hexagonal lattice, also from a "
+        "primitive cell (the lattice of the cell as given: a supercell reports its own a).",
     )
+    lattice_c_A: float | None = Field(None, description="Hexagonal/tetragonal lattices: conventional c.")
+    bravais_lattice: str | None = Field(None, description="ASE Bravais lattice of the cell, e.g. FCC, BCC, HEX.")
     cell_lengths_A: list[float]
     volumes_A3: list[float]
     energies_eV: list[float]
+
+
+def _conventional_lattice(atoms: Atoms) -> dict[str, Any]:
+    """Conventional a (and c) of the cell's Bravais lattice via ASE: a primitive fcc cell gives the cubic a, not its
+    cell length a/sqrt(2). Lattices with more parameters give only their name."""
+    try:
+        lat = atoms.cell.get_bravais_lattice(eps=2e-4)
+    except (ValueError, RuntimeError):  # not recognised within the tolerance
+        return {}
+    params = lat.vars()
+    if lat.name in ("CUB", "FCC", "BCC"):
+        return {"name": lat.name, "a": params["a"]}
+    if lat.name in ("HEX", "TET", "BCT"):
+        return {"name": lat.name, "a": params["a"], "c": params["c"]}
+    return {"name": lat.name}
 
 
 @register("equation_of_state", input=EOSInput, result=EOSResult, cost="heavy", timeout_s=900)
@@ -607,8 +626,7 @@ def equation_of_state(ctx: ToolContext, a: EOSInput) -> EOSResult:
     eq = atoms.copy()
     eq.set_cell(atoms.cell * scale, scale_atoms=True)
     lengths = eq.cell.lengths()
-    angles = eq.cell.angles()
-    cubic = np.allclose(lengths, lengths[0], rtol=1e-6) and np.allclose(angles, 90.0, atol=1e-4)
+    lattice = _conventional_lattice(eq)
     new = ctx.store(eq, parent=sid, label=f"{ctx.workspace.record(sid)['label']} eos-v0", method=spec.label())
     return EOSResult(
         structure_id=new,
@@ -621,7 +639,9 @@ def equation_of_state(ctx: ToolContext, a: EOSInput) -> EOSResult:
         volume_per_atom_A3=_r(v0 / len(atoms)),
         minimum_energy_eV=_r(e0),
         bulk_modulus_GPa=_r(b / units.GPa, 4),
-        lattice_constant_A=_r(lengths[0]) if cubic else None,
+        lattice_constant_A=_r(lattice["a"]) if "a" in lattice else None,
+        lattice_c_A=_r(lattice["c"]) if "c" in lattice else None,
+        bravais_lattice=lattice.get("name"),
         cell_lengths_A=[round(float(x), 6) for x in lengths],
         volumes_A3=[round(float(x), 5) for x in r["volumes"]],
         energies_eV=[round(float(x), 6) for x in r["energies"]],
@@ -864,19 +884,33 @@ class PredictInput(ToolInput):
     )
     domain: str | None = Field(None, description="molecule | material; default by periodicity.")
     dtype: Literal["float32", "float64"] = "float64"
+    gap: bool = Field(
+        True, description="Molecules: also predict the GFN2-xTB HOMO-LUMO gap with committee uncertainty."
+    )
+
+
+class PredictResult(SinglePointResult):
+    gap_eV: float | None = Field(
+        None, description="HOMO-LUMO gap (GFN2-xTB level) from the shipped committee of property heads."
+    )
+    gap_std_eV: float | None = Field(None, description="Committee standard deviation of the gap.")
+    gap_interval_eV: list[float] | None = Field(
+        None, description="90 % split-conformal interval of the gap (calibrated on held-out molecules)."
+    )
 
 
 @register(
     "predict_properties",
     input=PredictInput,
-    result=SinglePointResult,
+    result=PredictResult,
     cost="light",
     timeout_s=300,
     category="prediction",
 )
-def predict_properties(ctx: ToolContext, a: PredictInput) -> SinglePointResult:
+def predict_properties(ctx: ToolContext, a: PredictInput) -> PredictResult:
     """Energy, forces and stress from the TriScale foundation model (optionally with fine-tuned adapters); a
-    committee of adapters also gives energy and force standard deviations."""
+    committee of adapters also gives energy and force standard deviations. For molecules also the HOMO-LUMO gap
+    (GFN2-xTB level) from a committee of property heads, with its spread and a calibrated 90 % interval."""
     spec = CalculatorSpec(
         method="triscale", model=a.model, adapters=a.adapters, domain=a.domain, dtype=a.dtype
     )
@@ -884,5 +918,16 @@ def predict_properties(ctx: ToolContext, a: PredictInput) -> SinglePointResult:
     validate_atoms(atoms)
     spec = resolve_method(spec, atoms)
     check_limits(spec, atoms)
-    r = ctx.compute(compute.predict, atoms, spec, ctx.root, label="foundation-model prediction")
-    return _sp_result(sid, atoms, spec, r)
+    r = ctx.compute(compute.predict, atoms, spec, ctx.root, a.gap, label="foundation-model prediction")
+    sp = _sp_result(sid, atoms, spec, r)
+    if "gap_note" in r:
+        sp.notes.append(r["gap_note"])
+    extra = {}
+    if "gap" in r:
+        extra = {
+            "gap_eV": _r(r["gap"], 4),
+            "gap_std_eV": _r(r["gap_std"], 4),
+            "gap_interval_eV": [_r(x, 4) for x in r.get("gap_interval", [])] or None,
+        }
+        sp.notes.append(f"gap from the {r['gap_model']} committee (GFN2-xTB level; electronic_structure checks it)")
+    return PredictResult(**sp.model_dump(), **extra)
