@@ -32,11 +32,31 @@ def predict(
     adapter: Annotated[list[str] | None, typer.Option(help="Adapter directory; repeat for a committee.")] = None,
     dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    prop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--property",
+            help="Property-head committee to add for molecules: a shipped name (gfn2-gap: HOMO-LUMO gap) or a "
+            "directory from 'triscale finetune --property-key'; repeatable.",
+        ),
+    ] = None,
 ) -> None:
-    """Energy, forces and stress of every frame in FILES with the foundation model."""
+    """Energy, forces and stress of every frame in FILES with the foundation model (and property heads)."""
     from triscale.foundation.predict_cli import run_predict
 
-    run_predict(files, model=model, domain=domain, adapters=adapter, dtype=dtype, as_json=json_out)
+    properties = []
+    if prop:
+        from triscale.finetune.property import PropertyCommittee, load_property_model
+
+        for name in prop:
+            try:
+                loaded = load_property_model(name)
+            except (FileNotFoundError, ValueError) as err:
+                raise typer.BadParameter(str(err), param_hint="--property") from None
+            properties.append(loaded if isinstance(loaded, PropertyCommittee) else PropertyCommittee([loaded]))
+    run_predict(
+        files, model=model, domain=domain, adapters=adapter, dtype=dtype, as_json=json_out, properties=properties
+    )
 
 
 @app.command()

@@ -94,7 +94,7 @@ _UNIT_SUFFIXES: list[tuple[str, str]] = [
 # The results that answer the usual question of each tool (others stay in the provenance log).
 PRIMARY_FIELDS: dict[str, list[str]] = {
     "single_point": ["energy_eV", "dipole_magnitude_debye", "pressure_GPa"],
-    "predict_properties": ["energy_eV", "energy_per_atom_eV", "max_force_eV_per_A"],
+    "predict_properties": ["energy_eV", "energy_per_atom_eV", "max_force_eV_per_A", "gap_eV"],
     "optimize_geometry": ["energy_final_eV", "max_force_eV_per_A"],
     "molecular_dynamics": ["temperature_mean_K", "potential_energy_final_eV", "energy_drift_eV_per_atom_per_ps"],
     "vibrational_analysis": ["zero_point_energy_eV", "n_imaginary"],
@@ -105,7 +105,7 @@ PRIMARY_FIELDS: dict[str, list[str]] = {
     "build_molecule": ["formula", "n_atoms"],
     "build_bulk": ["formula", "n_atoms"],
 }
-_STD_FIELDS = {"energy_eV": "energy_std_eV", "max_force_eV_per_A": "max_force_std_eV_per_A"}
+_STD_FIELDS = {"energy_eV": "energy_std_eV", "max_force_eV_per_A": "max_force_std_eV_per_A", "gap_eV": "gap_std_eV"}
 
 
 def split_unit(field: str) -> tuple[str, str]:

@@ -109,7 +109,13 @@ class PropertyCommittee:
     standard deviation into a split-conformal interval: ``mean ± q (std + eps)``.
     """
 
-    def __init__(self, members: Sequence[PropertyModel], conformal: dict | None = None, name: str | None = None):
+    def __init__(
+        self,
+        members: Sequence[PropertyModel],
+        conformal: dict | None = None,
+        name: str | None = None,
+        elements: Sequence[str] | None = None,
+    ):
         if not members:
             raise ValueError("a committee needs at least one member")
         self.members = list(members)
@@ -118,6 +124,8 @@ class PropertyCommittee:
         self.unit = first.unit
         self.config = first.config
         self.domain_index = first.domain_index
+        #: elements of the training data (None: unknown); outside them the heads extrapolate blindly
+        self.elements = None if elements is None else sorted(elements)
         # one encoder pass serves every head when all members share the same (frozen) encoder object
         self.shared_encoder = all(m.model is first.model for m in self.members)
         self.conformal = None
@@ -421,7 +429,9 @@ def load_property_model(
         member_meta = A.read_metadata(adapter_dir / name)
         frozen = member_meta["property"]["encoder"] == "frozen"
         members.append(_load_member(adapter_dir / name, member_meta, base, shared if frozen else None))
-    return PropertyCommittee(members, meta.get("conformal"), name=meta["property"]["key"])
+    return PropertyCommittee(
+        members, meta.get("conformal"), name=meta["property"]["key"], elements=meta.get("data", {}).get("elements")
+    )
 
 
 def _load_member(adapter_dir: Path, meta: dict, base, encoder=None) -> PropertyModel:

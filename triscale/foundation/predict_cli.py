@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,10 @@ def run_predict(
     adapters: list[str] | None = None,
     dtype: str = "float32",
     as_json: bool = False,
+    properties: Sequence = (),
 ) -> list[dict]:
+    """``properties``: property-head committees (``triscale.finetune.load_property_model``) whose prediction and
+    spread join each molecule's row; periodic frames and frames with elements a committee never saw are skipped."""
     from ase.io import read
     from rich.console import Console
     from rich.table import Table
@@ -52,6 +56,12 @@ def run_predict(
                 row["dipole_eA"] = [float(x) for x in res["dipole"]]
             if "energy_std" in res:
                 row["energy_std_eV"] = res["energy_std"]
+            for prop in properties:
+                if not atoms.pbc.any() and set(atoms.get_chemical_symbols()) <= set(prop.elements or ()):
+                    mean, std = prop.predict([atoms], return_std=True)
+                    unit = f"_{prop.unit}" if prop.unit else ""
+                    row[f"{prop.name}{unit}"] = float(mean[0])
+                    row[f"{prop.name}_std{unit}"] = float(std[0])
             rows.append(row)
     if as_json:
         print(json.dumps(rows, indent=1))
@@ -65,6 +75,11 @@ def run_predict(
             extra.append(f"σE={r['energy_std_eV']:.3f} eV")
         if "dipole_eA" in r:
             extra.append(f"|μ|={np.linalg.norm(r['dipole_eA']):.3f} e·Å")
+        for prop in properties:
+            unit = f"_{prop.unit}" if prop.unit else ""
+            if f"{prop.name}{unit}" in r:
+                value, std = r[f"{prop.name}{unit}"], r[f"{prop.name}_std{unit}"]
+                extra.append(f"{prop.name}={value:.2f}±{std:.2f} {prop.unit}".rstrip())
         if "stress_eV_per_A3" in r:
             extra.append(f"p={-np.mean(r['stress_eV_per_A3'][:3]) * 160.21766:.2f} GPa")
         table.add_row(

@@ -4,6 +4,7 @@ data. Nothing here touches the structure store."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -390,9 +391,41 @@ def relax_and_energy(
     return out
 
 
-def predict(atoms: Atoms, spec: CalculatorSpec, root: str | None) -> dict[str, Any]:
-    atoms = _attach(atoms, spec, root)
-    return _results(atoms, spec, want_stress=True)
+def predict(atoms: Atoms, spec: CalculatorSpec, root: str | None, gap: bool = False) -> dict[str, Any]:
+    out = _results(_attach(atoms, spec, root), spec, want_stress=True)
+    if gap:
+        try:
+            out.update(predicted_gap(atoms))
+        except (FileNotFoundError, ValueError) as e:  # the energy prediction stands without the gap
+            out["gap_note"] = f"no gap prediction: {e}"
+    return out
+
+
+GAP_MODEL = "gfn2-gap"  # the shipped HOMO-LUMO gap committee (triscale/finetune/checkpoints/gfn2-gap)
+
+
+@functools.lru_cache(maxsize=2)
+def _property_committee(name: str):
+    from triscale.finetune.property import load_property_model
+
+    return load_property_model(name)
+
+
+def predicted_gap(atoms: Atoms) -> dict[str, Any]:
+    """The GFN2-xTB HOMO-LUMO gap predicted by the shipped property-head committee, with its standard deviation and
+    90 % conformal interval; a note instead when the structure is outside what the heads were trained on."""
+    committee = _property_committee(GAP_MODEL)
+    if atoms.pbc.any():
+        return {"gap_note": "no gap prediction: the gap heads were trained on molecules, not periodic cells"}
+    outside = sorted(set(atoms.get_chemical_symbols()) - set(committee.elements or ()))
+    if committee.elements is not None and outside:
+        return {"gap_note": f"no gap prediction: the gap heads have no training data with {', '.join(outside)}"}
+    mean, std = committee.predict([atoms], return_std=True)
+    out: dict[str, Any] = {"gap": float(mean[0]), "gap_std": float(std[0]), "gap_model": GAP_MODEL}
+    interval = committee.interval(mean, std)
+    if interval is not None:
+        out["gap_interval"] = [float(interval[0][0]), float(interval[1][0])]
+    return out
 
 
 def sleep_forever(seconds: float = math.inf) -> None:  # pragma: no cover - used to test timeouts
