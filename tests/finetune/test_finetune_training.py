@@ -1,5 +1,6 @@
 """Training runs: loss goes down, resume continues exactly, E0 refit, replay, clear data errors, property heads."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -217,6 +218,28 @@ def test_property_head(recipe, tmp_path, encoder, base_model):
     again = load_property_model(out, base=base_model).predict(frames[:4])
     assert np.array_equal(values, again)
     assert (out / "parity.png").exists()
+
+
+def test_attention_pooling_is_intensive_and_invariant(base_model):
+    from ase.build import molecule
+
+    from triscale.finetune.property import PropertyModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        encoder = copy.deepcopy(base_model)  # .double() must not convert the shared fixture
+        head = PropertyModel(encoder, encoder.config.domain_index("molecule"), 16, "attention").double()
+        head.target_mean.fill_(2.0)
+    water = molecule("H2O")
+    far = water.copy()
+    far.positions += [100.0, 0, 0]  # two waters beyond the cutoff: the same intensive value as one
+    pair = water + far
+    shuffled = pair[[4, 1, 3, 0, 5, 2]]
+    one, two, perm = head.predict([water]), head.predict([pair]), head.predict([shuffled])
+    assert np.allclose(one, two, atol=1e-10) and np.allclose(two, perm, atol=1e-10)
+    rotated = water.copy()
+    rotated.rotate(73, "x")
+    assert np.allclose(head.predict([rotated]), one, atol=1e-8)
 
 
 def test_property_committee(recipe, tmp_path, base_model):

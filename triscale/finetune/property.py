@@ -1,7 +1,7 @@
 """Property fine-tuning: a new scalar head (HOMO-LUMO gap, solubility, ...) on the frozen or LoRA-adapted encoder.
 
-The head is an MLP on each atom's invariant (scalar) features, pooled over atoms by mean (intensive) or sum
-(extensive), on a standardised target. A property adapter directory holds ``property_head.safetensors`` (head
+The head is an MLP on each atom's invariant (scalar) features, pooled over atoms by mean or attention (intensive)
+or sum (extensive), on a standardised target. A property adapter directory holds ``property_head.safetensors`` (head
 weights and target statistics), PEFT files when the encoder was LoRA-adapted, and ``triscale_adapter.json``.
 """
 
@@ -24,6 +24,9 @@ from triscale.foundation import keys as K
 from triscale.foundation.layers import MLP, scatter_sum
 
 HEAD_FILE = "property_head.safetensors"
+#: ``sum``: extensive; ``mean``: intensive, every atom alike; ``attention``: intensive, a learned softmax weight per
+#: atom (a property set by one part of the molecule, such as a HOMO-LUMO gap by its chromophore)
+POOLINGS = ("mean", "sum", "attention")
 
 
 class PropertyModel(nn.Module):
@@ -42,14 +45,15 @@ class PropertyModel(nn.Module):
         unit: str = "",
     ):
         super().__init__()
-        if pooling not in ("mean", "sum"):
-            raise ValueError(f"pooling must be mean or sum, got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.model = model
         self.domain_index = int(domain_index)
         self.pooling = pooling
         self.name = name
         self.unit = unit
-        self.head = MLP(A.unwrap(model).config.hidden_channels, hidden, 1)
+        # attention pooling: a second output per atom is its (softmax) weight in the structure's average
+        self.head = MLP(A.unwrap(model).config.hidden_channels, hidden, 2 if pooling == "attention" else 1)
         self.register_buffer("target_mean", torch.zeros((), dtype=torch.float64))
         self.register_buffer("target_std", torch.ones((), dtype=torch.float64))
 
@@ -66,14 +70,21 @@ class PropertyModel(nn.Module):
 
     def head_output(self, s: torch.Tensor, batch: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
         """Standardised pooled head output (B,) from features ``s``."""
-        per_atom = self.head(s).squeeze(-1).to(torch.float64)
-        pooled = scatter_sum(per_atom, batch, num_atoms.shape[0])
+        out = self.head(s).to(torch.float64)
+        n_structures = num_atoms.shape[0]
+        if self.pooling == "attention":
+            value, logit = out[:, 0], out[:, 1]
+            top = torch.full((n_structures,), -torch.inf, dtype=logit.dtype, device=logit.device)
+            top = top.scatter_reduce(0, batch, logit.detach(), reduce="amax")  # per-structure max, for stability
+            weight = torch.exp(logit - top[batch])
+            return scatter_sum(weight * value, batch, n_structures) / scatter_sum(weight, batch, n_structures)
+        pooled = scatter_sum(out.squeeze(-1), batch, n_structures)
         return pooled / num_atoms.to(torch.float64) if self.pooling == "mean" else pooled
 
     def denormalize(self, z: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
-        if self.pooling == "mean":
-            return z * self.target_std + self.target_mean
-        return z * self.target_std + self.target_mean * num_atoms.to(torch.float64)
+        if self.pooling == "sum":  # extensive: the standardised target is per atom
+            return z * self.target_std + self.target_mean * num_atoms.to(torch.float64)
+        return z * self.target_std + self.target_mean
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         z = self.head_output(self.features(graph), graph[K.BATCH], graph[K.NUM_ATOMS])
@@ -578,3 +589,22 @@ def resolve_property_dir(name_or_dir: str | Path) -> Path:
         f"no property model {str(name_or_dir)!r}: not a directory, and the shipped ones are "
         f"{', '.join(shipped_properties()) or 'none'}"
     )
+
+
+def export_property_model(src: str | Path, dest: str | Path) -> Path:
+    """Copy a trained property model (single or committee) to ``dest`` without its training state, plots or the
+    local path of its base: what is needed to load it elsewhere (the base is then found by its recorded name and
+    checked by its fingerprint), e.g. to ship it in ``triscale/finetune/checkpoints``."""
+    import shutil
+
+    src, dest = Path(src), Path(dest)
+    meta = A.read_metadata(src)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in meta.get("committee") or []:
+        export_property_model(src / name, dest / name)
+    meta["base"] = {**meta["base"], "path": None}
+    (dest / A.META_FILE).write_text(json.dumps(meta, indent=1))
+    for f in (HEAD_FILE, "adapter_config.json", "adapter_model.safetensors"):
+        if (src / f).is_file():
+            shutil.copy(src / f, dest / f)
+    return dest

@@ -62,12 +62,13 @@ class PropertyOptions(BaseModel):
     """A new scalar head (e.g. a HOMO-LUMO gap) trained on the frozen (``encoder: frozen``) or LoRA-adapted encoder.
 
     ``key``: the extxyz ``info`` key (or CSV column) holding the value; ``pooling``: ``sum`` for extensive
-    properties, ``mean`` for intensive ones; ``unit`` is recorded, never converted.
+    properties, ``mean`` for intensive ones, ``attention`` for intensive ones set by part of the structure (a
+    learned softmax weight per atom, e.g. a HOMO-LUMO gap); ``unit`` is recorded, never converted.
     """
 
     model_config = ConfigDict(extra="forbid")
     key: str
-    pooling: Literal["mean", "sum"] = "mean"
+    pooling: Literal["mean", "sum", "attention"] = "mean"
     encoder: Literal["frozen", "lora"] = "frozen"
     unit: str = ""
     hidden: int = Field(64, ge=1)

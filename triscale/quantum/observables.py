@@ -157,3 +157,25 @@ def generate_observables(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def main() -> None:
+    """``python -m triscale.quantum.observables [--out DIR] [--workers N] [--limit M]``"""
+    import typer
+
+    def run(
+        out: str = "data/observables",
+        datagen_config: str = "configs/datagen/base.yaml",
+        conformers: int = 2,
+        extra_train: int = 2000,
+        workers: int = 1,
+        limit: int | None = None,
+    ) -> None:
+        summary = generate_observables(out, datagen_config, conformers, extra_train, workers=workers, limit=limit)
+        print(json.dumps({k: v for k, v in summary.items() if k != "skipped_this_run"}, indent=1))
+
+    typer.run(run)
+
+
+if __name__ == "__main__":
+    main()
