@@ -60,6 +60,8 @@ def test_predict_hamiltonian_tool(call, ws):
     assert r.gap_eV == pytest.approx(r.reference_gap_eV + r.gap_error_eV, abs=1e-4)
     with np.load(ws.root / r.npz_path) as z:
         assert z["fock_Eh"].shape == (13, 13)
+    lo, hi = r.gap_interval_eV  # the shipped head's calibrated interval
+    assert lo < r.gap_eV < hi
     from triscale.tools import ToolInputError
 
     with pytest.raises(ToolInputError, match="covers H O only"):
@@ -79,3 +81,15 @@ def test_a_head_refuses_other_encoder_weights(tmp_path):
         shutil.copy(CHECKPOINT_DIR / "b3lyp-water" / f, tmp_path / f)
     with pytest.raises(ValueError, match="other encoder weights"):
         load_hamiltonian_model(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["gfn2-hcno", "b3lyp-water"])
+def test_shipped_heads_carry_a_calibrated_gap_interval(name):
+    from triscale.quantum.hamiltonian import gap_conformal
+
+    conformal = gap_conformal(name)
+    assert conformal is not None and conformal.alpha == 0.1 and conformal.meta["quantity"] == "gap_eV"
+    # measured when it was calibrated: coverage on the head's test structures within the range split conformal allows
+    lo, hi = conformal.meta["test_coverage_expected_range_99"]
+    assert lo <= conformal.meta["test_coverage"] <= hi
+    assert gap_conformal("no-such-head") is None

@@ -450,6 +450,20 @@ class HamiltonianPrediction:
 
 _MODELS: dict[str, HamiltonianModel] = {}
 
+#: split-conformal calibration of a head's HOMO-LUMO gap, next to its weights (``quantum.train.calibrate_gap``)
+CONFORMAL_FILE = "conformal.json"
+
+
+def gap_conformal(name_or_path: str | Path = "gfn2-hcno"):
+    """The head's calibrated gap interval (:class:`triscale.uncertainty.SplitConformal`), or None if it has none."""
+    from triscale.uncertainty import SplitConformal
+
+    p = Path(name_or_path).expanduser()
+    if not (p / "config.json").is_file():
+        p = CHECKPOINT_DIR / str(name_or_path)
+    f = p / CONFORMAL_FILE
+    return SplitConformal.from_dict(json.loads(f.read_text())) if f.is_file() else None
+
 
 def overlap_matrix(atoms: Atoms, basis: str) -> np.ndarray:
     """The AO overlap of the model's basis: PySCF integrals, or tblite's (which runs its SCF too; ~10 ms)."""

@@ -33,7 +33,7 @@ from triscale.quantum.data import (
 from triscale.quantum.hamiltonian import HamiltonianConfig, HamiltonianModel, collate_samples, prepare_sample
 from triscale.quantum.metrics import aggregate, qh9_metrics
 
-__all__ = ["TrainRecipe", "train", "split_molecules", "evaluate"]
+__all__ = ["TrainRecipe", "train", "split_molecules", "evaluate", "calibrate_gap"]
 
 
 @dataclass
@@ -176,43 +176,95 @@ def evaluate(
     return {"h_mae": float(np.mean(maes)), "n": len(maes)}
 
 
+def load_or_generate(recipe: TrainRecipe, log=print) -> HamiltonianData:
+    """The recipe's data set: loaded from ``recipe.data``, or generated (seeded, so the same again) and saved."""
+    if Path(recipe.data).exists():
+        data = load_dataset(recipe.data)
+        log(f"loaded {len(data)} structures from {recipe.data}")
+        return data
+    mols = g2_molecules(recipe.elements, recipe.max_atoms)
+    if recipe.molecules:
+        mols = {k: mols[k] for k in recipe.molecules}
+    if recipe.extra_smiles:
+        mols = unique_molecules(mols, smiles_molecules(seed=recipe.seed, max_atoms=recipe.max_atoms))
+    basis = recipe.basis.split(":", 1)[1] if recipe.basis.startswith("pyscf:") else "def2-svp"
+    data = generate(
+        mols,
+        recipe.n_conformers,
+        recipe.method,
+        recipe.seed,
+        tuple(recipe.sigma_range),
+        functional=recipe.functional,
+        basis=basis,
+        log=log,
+    )
+    save_dataset(data, recipe.data)
+    return data
+
+
+def split_indices(recipe: TrainRecipe, data: HamiltonianData, log=print) -> tuple[list[int], list[int], list[int]]:
+    """Train/validation/test structure indices: whole molecules held out, or conformers for a one-molecule set."""
+    if recipe.split == "conformers":
+        perm = np.random.default_rng(recipe.seed).permutation(len(data)).tolist()
+        idx_test, idx_val = sorted(perm[: recipe.n_test]), sorted(perm[recipe.n_test : recipe.n_test + recipe.n_val])
+        idx_train = sorted(perm[recipe.n_test + recipe.n_val :])
+        names = sorted(set(data.names))
+        log(f"conformer split of {names}: {len(idx_train)} train, {len(idx_val)} val, {len(idx_test)} test")
+        return idx_train, idx_val, idx_test
+    train_m, val_m, test_m = split_molecules(data.names, recipe)
+    log(f"molecules: {len(train_m)} train, {len(val_m)} val {val_m}, {len(test_m)} test {test_m}")
+    pick = lambda ms: [i for i, n in enumerate(data.names) if n in ms]  # noqa: E731
+    return pick(train_m), pick(val_m), pick(test_m)
+
+
+def calibrate_gap(recipe: TrainRecipe, head: str | Path | None = None, alpha: float = 0.1, log=print) -> dict:
+    """Split-conformal interval for the HOMO-LUMO gap a head's predicted Hamiltonian gives: absolute gap residuals
+    on the recipe's validation structures (never trained on), checked on its test structures; written to
+    ``HEAD/conformal.json`` where :func:`triscale.quantum.hamiltonian.gap_conformal` finds it."""
+    from ase import Atoms, units
+
+    from triscale.quantum.hamiltonian import CONFORMAL_FILE, load_hamiltonian_model, predict_hamiltonian
+    from triscale.uncertainty import SplitConformal
+
+    head = Path(head or recipe.ship_to)
+    model = load_hamiltonian_model(head)
+    data = load_or_generate(recipe, log)
+    _, idx_val, idx_test = split_indices(recipe, data, log)
+
+    def gaps(indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        pred, ref = [], []
+        for i in indices:
+            p = predict_hamiltonian(Atoms(numbers=data.numbers[i], positions=data.positions[i]), model)
+            n = data.n_occ[i]
+            pred.append(p.gap_eV)
+            ref.append((data.orbital_energies[i][n] - data.orbital_energies[i][n - 1]) * units.Hartree)
+        return np.array(pred), np.array(ref)
+
+    val_pred, val_ref = gaps(idx_val)
+    test_pred, test_ref = gaps(idx_test)
+    conformal = SplitConformal.calibrate(val_pred, val_ref, alpha=alpha, meta={"quantity": "gap_eV"})
+    lo, hi = conformal.expected_coverage(len(test_ref))
+    conformal.meta.update(
+        calibrated_on=f"{len(idx_val)} validation structures ({recipe.split} split of {recipe.data})",
+        val_gap_mae_eV=float(np.abs(val_pred - val_ref).mean()),
+        test_gap_mae_eV=float(np.abs(test_pred - test_ref).mean()),
+        test_coverage=conformal.coverage(test_pred, test_ref),
+        test_coverage_expected_range_99=[lo, hi],
+        n_test=len(idx_test),
+    )
+    (head / CONFORMAL_FILE).write_text(json.dumps(conformal.to_dict(), indent=1) + "\n")
+    log(json.dumps({k: v for k, v in conformal.to_dict().items() if k != "scores"}))
+    return conformal.to_dict()
+
+
 def train(recipe: TrainRecipe, log=print) -> dict[str, Any]:
     torch.set_num_threads(recipe.num_threads)
     out = Path(recipe.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # ---- data
-    if Path(recipe.data).exists():
-        data = load_dataset(recipe.data)
-        log(f"loaded {len(data)} structures from {recipe.data}")
-    else:
-        mols = g2_molecules(recipe.elements, recipe.max_atoms)
-        if recipe.molecules:
-            mols = {k: mols[k] for k in recipe.molecules}
-        if recipe.extra_smiles:
-            mols = unique_molecules(mols, smiles_molecules(seed=recipe.seed, max_atoms=recipe.max_atoms))
-        basis = recipe.basis.split(":", 1)[1] if recipe.basis.startswith("pyscf:") else "def2-svp"
-        data = generate(
-            mols,
-            recipe.n_conformers,
-            recipe.method,
-            recipe.seed,
-            tuple(recipe.sigma_range),
-            functional=recipe.functional,
-            basis=basis,
-            log=log,
-        )
-        save_dataset(data, recipe.data)
-    if recipe.split == "conformers":
-        perm = np.random.default_rng(recipe.seed).permutation(len(data)).tolist()
-        idx_test, idx_val = sorted(perm[: recipe.n_test]), sorted(perm[recipe.n_test : recipe.n_test + recipe.n_val])
-        idx_train = sorted(perm[recipe.n_test + recipe.n_val :])
-        train_m = val_m = test_m = sorted(set(data.names))
-        log(f"conformer split of {test_m}: {len(idx_train)} train, {len(idx_val)} val, {len(idx_test)} test")
-    else:
-        train_m, val_m, test_m = split_molecules(data.names, recipe)
-        log(f"molecules: {len(train_m)} train, {len(val_m)} val {val_m}, {len(test_m)} test {test_m}")
-        pick = lambda ms: [i for i, n in enumerate(data.names) if n in ms]  # noqa: E731
-        idx_train, idx_val, idx_test = pick(train_m), pick(val_m), pick(test_m)
+    data = load_or_generate(recipe, log)
+    idx_train, idx_val, idx_test = split_indices(recipe, data, log)
+    train_m, val_m, test_m = (sorted({data.names[i] for i in idx}) for idx in (idx_train, idx_val, idx_test))
     d_train, d_val, d_test = data.subset(idx_train), data.subset(idx_val), data.subset(idx_test)
     # ---- model
     cfg = HamiltonianConfig(basis=recipe.basis, elements=list(recipe.elements), method=data.method, **recipe.model)
@@ -322,14 +374,21 @@ def train(recipe: TrainRecipe, log=print) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    calibrate = "--calibrate" in argv
+    argv = [a for a in argv if a != "--calibrate"]
     if not argv:
-        raise SystemExit("usage: python -m triscale.quantum.train configs/quantum/<name>.yaml")
+        raise SystemExit("usage: python -m triscale.quantum.train [--calibrate] configs/quantum/<name>.yaml")
     recipe = TrainRecipe.from_yaml(argv[0])
 
     def log(msg: str) -> None:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
 
+    if calibrate:  # only the gap interval of the shipped head (recipe.ship_to)
+        calibrate_gap(recipe, log=log)
+        return
     train(recipe, log)
+    if recipe.ship_to:
+        calibrate_gap(recipe, log=log)
 
 
 if __name__ == "__main__":

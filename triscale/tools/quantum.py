@@ -241,6 +241,9 @@ class PredictHamiltonianResult(ToolResult):
     homo_eV: float
     lumo_eV: float | None
     gap_eV: float | None
+    gap_interval_eV: list[float] | None = Field(
+        None, description="90 % split-conformal interval of the gap (calibrated on held-out molecules of the head)."
+    )
     orbital_energies_eV: list[float]
     npz_path: str = Field(description="fock_Eh (predicted), overlap, orbital_energies_eV, coefficients.")
     reference_gap_eV: float | None = None
@@ -252,7 +255,7 @@ class PredictHamiltonianResult(ToolResult):
 
 def _run_predict(atoms, model_ref: str, compare: bool, npz_path: str) -> dict[str, Any]:
     from triscale.quantum.electronic import QuantumInputError, electronic_structure
-    from triscale.quantum.hamiltonian import load_hamiltonian_model, n_occupied, predict_hamiltonian
+    from triscale.quantum.hamiltonian import gap_conformal, load_hamiltonian_model, n_occupied, predict_hamiltonian
 
     try:
         model = load_hamiltonian_model(model_ref)
@@ -260,6 +263,10 @@ def _run_predict(atoms, model_ref: str, compare: bool, npz_path: str) -> dict[st
         raise QuantumInputError(str(e)) from None
     pred = predict_hamiltonian(atoms, model)
     out: dict[str, Any] = {"imitates": model.config.method, "n_ao": int(pred.fock_Eh.shape[0])}
+    conformal = gap_conformal(model_ref)
+    if conformal is not None and pred.gap_eV is not None:
+        lo, hi = conformal.interval(pred.gap_eV)
+        out["gap_interval_eV"] = [round(float(lo), 5), round(float(hi), 5)]
     out.update(eps=pred.orbital_energies_eV, homo=pred.homo_index)
     np.savez_compressed(
         npz_path,
