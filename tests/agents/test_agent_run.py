@@ -56,6 +56,16 @@ def test_empty_final_turn_assembles_answer_from_results(make_agent):
     assert "lattice constant = 3.5" in run.answer.answer or "lattice constant = 3.6" in run.answer.answer
 
 
+def test_predicted_gap_reaches_the_answer_with_its_uncertainty(make_agent):
+    agent = make_agent([{"tool": "predict_properties", "args": {"structure_id": "acetone"}}, ""])
+    run = agent.ask("Predict the HOMO-LUMO gap of acetone with the foundation model, with uncertainty.")
+    res = {r.property: r for r in run.answer.results}
+    gap = res["gap"]
+    assert gap.unit == "eV" and 2.0 < gap.value < 6.0  # GFN2-xTB: 3.94 eV
+    assert gap.uncertainty is not None and gap.uncertainty > 0  # the committee's spread, traced to the same call
+    assert gap.tool_calls == res["energy"].tool_calls
+
+
 def test_invented_numbers_are_flagged(make_agent):
     agent = make_agent(
         [
