@@ -93,6 +93,7 @@ class PropertyModel(nn.Module):
     @torch.no_grad()
     def predict(self, structures: Sequence, batch_size: int = 32) -> np.ndarray:
         """The property of each ASE ``Atoms`` in ``structures`` (float64 array, the training data's unit)."""
+        self.eval()
         return np.concatenate(
             [self(batch).numpy() for batch in _batches(structures, self.config, self.domain_index, batch_size)]
             or [np.zeros(0)]
@@ -126,6 +127,7 @@ class PropertyCommittee:
         conformal: dict | None = None,
         name: str | None = None,
         elements: Sequence[str] | None = None,
+        periodic: bool | None = None,
     ):
         if not members:
             raise ValueError("a committee needs at least one member")
@@ -137,6 +139,8 @@ class PropertyCommittee:
         self.domain_index = first.domain_index
         #: elements of the training data (None: unknown); outside them the heads extrapolate blindly
         self.elements = None if elements is None else sorted(elements)
+        #: whether periodic structures were in the training data (None: unknown)
+        self.periodic = periodic
         # one encoder pass serves every head when all members share the same (frozen) encoder object
         self.shared_encoder = all(m.model is first.model for m in self.members)
         self.conformal = None
@@ -147,6 +151,16 @@ class PropertyCommittee:
 
     def __len__(self) -> int:
         return len(self.members)
+
+    def unsupported(self, atoms) -> str | None:
+        """Why the heads should not predict ``atoms`` (None when they may): a periodic cell for heads trained on
+        molecules only, or elements absent from the training data."""
+        if self.periodic is False and atoms.pbc.any():
+            return f"the {self.name} heads were trained on molecules, not periodic cells"
+        outside = sorted(set(atoms.get_chemical_symbols()) - set(self.elements or ()))
+        if self.elements is not None and outside:
+            return f"the {self.name} heads have no training data with {', '.join(outside)}"
+        return None
 
     @torch.no_grad()
     def member_predictions(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -440,8 +454,13 @@ def load_property_model(
         member_meta = A.read_metadata(adapter_dir / name)
         frozen = member_meta["property"]["encoder"] == "frozen"
         members.append(_load_member(adapter_dir / name, member_meta, base, shared if frozen else None))
+    data = meta.get("data", {})
     return PropertyCommittee(
-        members, meta.get("conformal"), name=meta["property"]["key"], elements=meta.get("data", {}).get("elements")
+        members,
+        meta.get("conformal"),
+        name=meta["property"]["key"],
+        elements=data.get("elements"),
+        periodic=None if "periodic" not in data else bool(data["periodic"]),
     )
 
 

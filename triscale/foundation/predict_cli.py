@@ -19,7 +19,7 @@ def run_predict(
     properties: Sequence = (),
 ) -> list[dict]:
     """``properties``: property-head committees (``triscale.finetune.load_property_model``) whose prediction and
-    spread join each molecule's row; periodic frames and frames with elements a committee never saw are skipped."""
+    spread join each row the committee supports (``unsupported(atoms)`` is None)."""
     from ase.io import read
     from rich.console import Console
     from rich.table import Table
@@ -57,7 +57,7 @@ def run_predict(
             if "energy_std" in res:
                 row["energy_std_eV"] = res["energy_std"]
             for prop in properties:
-                if not atoms.pbc.any() and set(atoms.get_chemical_symbols()) <= set(prop.elements or ()):
+                if not prop.unsupported(atoms):
                     mean, std = prop.predict([atoms], return_std=True)
                     unit = f"_{prop.unit}" if prop.unit else ""
                     row[f"{prop.name}{unit}"] = float(mean[0])

@@ -415,11 +415,9 @@ def predicted_gap(atoms: Atoms) -> dict[str, Any]:
     """The GFN2-xTB HOMO-LUMO gap predicted by the shipped property-head committee, with its standard deviation and
     90 % conformal interval; a note instead when the structure is outside what the heads were trained on."""
     committee = _property_committee(GAP_MODEL)
-    if atoms.pbc.any():
-        return {"gap_note": "no gap prediction: the gap heads were trained on molecules, not periodic cells"}
-    outside = sorted(set(atoms.get_chemical_symbols()) - set(committee.elements or ()))
-    if committee.elements is not None and outside:
-        return {"gap_note": f"no gap prediction: the gap heads have no training data with {', '.join(outside)}"}
+    reason = committee.unsupported(atoms)
+    if reason:
+        return {"gap_note": f"no gap prediction: {reason}"}
     mean, std = committee.predict([atoms], return_std=True)
     out: dict[str, Any] = {"gap": float(mean[0]), "gap_std": float(std[0]), "gap_model": GAP_MODEL}
     interval = committee.interval(mean, std)
