@@ -81,6 +81,27 @@ def test_global_dtype_untouched_and_results_float64():
     assert forces.dtype == np.float64
 
 
+def test_small_molecules_run_on_one_thread_and_the_setting_is_restored(monkeypatch):
+    from triscale.foundation.calculator import SMALL_SYSTEM_ATOMS
+
+    model = _model()
+    seen = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: (seen.append(torch.get_num_threads()), forward(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        small = molecule("CH4")
+        large = bulk("Cu", cubic=True) * (2, 2, 2)  # 32 atoms
+        assert len(small) < SMALL_SYSTEM_ATOMS <= len(large)
+        for atoms in (small, large):
+            atoms.calc = TriScaleCalculator(model)
+            atoms.get_forces()
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_committee_mean_and_std():
     atoms = molecule("CH3OH")
     same = TriScaleCalculator([_model(0), _model(0)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,6 +36,26 @@ def _unwrap(model) -> torch.nn.Module:
         else:
             raise TypeError(f"{type(model).__name__} is not a TriScale model")
     return base
+
+
+#: Below this many atoms one intra-op thread beats several: the kernels are tiny and waking threads dominates
+#: (ethanol, float64, energy + forces with 2 threads vs 1: 32 vs 11 ms under OMP_WAIT_POLICY=PASSIVE, which the
+#: tools' workers use; 10.6 vs 9.1 ms for aspirin with spinning threads). From ~32 atoms on, threads pay again.
+SMALL_SYSTEM_ATOMS = 24
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int | None):
+    """torch's intra-op thread count set to ``n`` for the block and restored after it (``None``: unchanged)."""
+    before = torch.get_num_threads()
+    if n is None or n >= before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class TriScaleCalculator(Calculator):
@@ -123,7 +144,8 @@ class TriScaleCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         graph = self._graph(self.atoms)
         periodic = bool(np.all(self.atoms.pbc))
-        members = self._evaluate(graph, stress=periodic)
+        with _intra_op_threads(1 if len(self.atoms) < SMALL_SYSTEM_ATOMS else None):
+            members = self._evaluate(graph, stress=periodic)
         self.results = self._combine(members, 0, slice(None), periodic, molecular=not np.any(self.atoms.pbc))
 
     def _combine(self, members, index: int, atom_slice: slice, periodic: bool, molecular: bool) -> dict:
