@@ -368,6 +368,7 @@ def train(recipe: TrainRecipe, log=print) -> dict[str, Any]:
         for f in ("config.json", "head.safetensors"):
             shutil.copy(out / "best" / f, dst / f)
         shutil.copytree(out / "best" / "encoder", dst / "encoder", dirs_exist_ok=True)
+        calibrate_gap(recipe, dst, log=log)  # a shipped head carries its calibrated gap interval
     log(json.dumps(metrics["test"]))
     return metrics
 
@@ -387,8 +388,6 @@ def main(argv: list[str] | None = None) -> None:
         calibrate_gap(recipe, log=log)
         return
     train(recipe, log)
-    if recipe.ship_to:
-        calibrate_gap(recipe, log=log)
 
 
 if __name__ == "__main__":
