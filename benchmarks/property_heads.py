@@ -24,9 +24,8 @@ import numpy as np  # noqa: E402
 
 def evaluate(model: str, data: str, split: str) -> dict:
     from ase.io import read
-    from scipy.stats import spearmanr
 
-    from triscale.finetune.property import load_property_model
+    from triscale.finetune.property import committee_errors, load_property_model
 
     committee = load_property_model(model)
     frames = read(data, ":")
@@ -46,12 +45,8 @@ def evaluate(model: str, data: str, split: str) -> dict:
         "n_structures": len(ref),
         "n_molecules": len({f.info["group"] for f in chosen}),
         "unit": committee.unit,
-        "mae": float(err.mean()),
-        "rmse": float(np.sqrt((err**2).mean())),
-        "r2": float(1 - ((mean - ref) ** 2).sum() / ((ref - ref.mean()) ** 2).sum()),
+        **committee_errors(ref, mean, std),  # mae, rmse, r2, mean_std, spearman_std_error
         "baseline_mae": float(np.abs(ref - train_mean).mean()),
-        "spearman_std_error": float(spearmanr(std, err).statistic),
-        "mean_std": float(std.mean()),
         "coverage_90": float(covered.mean()),
         "coverage_expected_range_99": [exp_lo, exp_hi],
         "mean_interval_width": float((hi - lo).mean()),
