@@ -11,6 +11,7 @@ from triscale.finetune import adapters as A
 from triscale.foundation import TriScaleCalculator, atoms_to_graph, collate
 from triscale.foundation import keys as K
 from triscale.foundation.testing import ModelPhysicsTests
+from triscale.uncertainty import SplitConformal
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,7 @@ def test_swap_adapters_at_run_time(base_model, lora_model, lora_dir, tmp_path):
     assert torch.equal(swapped(graph)[K.ENERGY], first_out)
 
 
-def test_committee_std_zero_for_identical_members_positive_otherwise(base_model, lora_dir, tmp_path, recipe):
+def test_committee_std_zero_for_identical_members_positive_otherwise(base_model, base_dir, lora_dir, tmp_path, recipe):
     from triscale.finetune import finetune
 
     atoms = molecule("CH3CH2OH")
@@ -189,3 +190,24 @@ def test_committee_std_zero_for_identical_members_positive_otherwise(base_model,
     # members were trained on different bootstrap samples with different seeds
     seeds = {m["seed"] for m in metrics["members"]}
     assert len(seeds) == 3
+    # the committee's spread, calibrated on the validation split, becomes an error bar through triscale.calculator
+    import triscale
+
+    conformal = A.read_metadata(tmp_path / "committee")["conformal"]
+    assert set(conformal) == {"energy_per_atom", "forces"} and conformal["forces"]["normalised"]
+    calibrated = triscale.calculator(base_model, domain="molecule", adapters=[str(tmp_path / "committee")])
+    atoms.calc = calibrated
+    atoms.get_forces()
+    r = calibrated.results
+    q_e = SplitConformal.from_dict(conformal["energy_per_atom"]).quantile()
+    q_f = SplitConformal.from_dict(conformal["forces"]).quantile()
+    assert r["energy_uncertainty"] == pytest.approx(q_e * (r["energy_std"] + 1e-6 * len(atoms)), rel=1e-9)
+    assert np.allclose(r["forces_uncertainty"], q_f * (r["forces_std"] + 1e-6))
+    from triscale.tools import Workspace, call_tool  # the same error bar through the prediction tool
+
+    tool = call_tool(
+        "predict_properties",
+        {"structure_id": "ethanol", "model": str(base_dir), "adapters": [str(tmp_path / "committee")], "gap": False},
+        Workspace(tmp_path / "ws", isolate=False),
+    )
+    assert tool.energy_uncertainty_eV > 0 and tool.energy_std_eV > 0

@@ -198,6 +198,50 @@ def _val_loss(metrics: dict, weights) -> float:
     return loss
 
 
+def _committee_arrays(member_preds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Committee mean, std and labels: energies per atom (B,) and force components (3N,)."""
+    energies = np.stack([p["energy"] for p in member_preds])
+    forces = np.stack([p["forces"] for p in member_preds])
+    ref, n = member_preds[0], member_preds[0]["n_atoms"]
+    return {
+        "energy_per_atom": (energies.mean(0) / n, energies.std(0) / n, ref["ref_energy"] / n),
+        "forces": (forces.mean(0).ravel(), forces.std(0).ravel(), ref["ref_forces"].ravel()),
+    }
+
+
+def committee_conformal(member_preds: list[dict[str, np.ndarray]], alpha: float = 0.1) -> dict:
+    """Split-conformal calibration of a committee's spread on held-out (validation) structures: normalised scores
+    ``|error| / (std + eps)`` for the energy per atom and for force components. ``TriScaleCalculator(conformal=...)``
+    turns them into calibrated half-widths (``energy_uncertainty``, ``forces_uncertainty``)."""
+    from triscale.uncertainty import SplitConformal
+
+    out = {}
+    for key, (mean, std, ref) in _committee_arrays(member_preds).items():
+        ok = np.isfinite(ref)
+        if ok.any():
+            out[key] = SplitConformal.calibrate(mean[ok], ref[ok], std[ok], alpha=alpha, eps=1e-6).to_dict()
+    return out
+
+
+def conformal_coverage(conformal: dict, member_preds: list[dict[str, np.ndarray]]) -> dict:
+    """Coverage of the calibrated intervals on other structures (e.g. the test split), with the range split
+    conformal allows (energy: structures are exchangeable; forces: components are not independent, so their range
+    is only indicative)."""
+    from triscale.uncertainty import SplitConformal
+
+    out = {}
+    for key, (mean, std, ref) in _committee_arrays(member_preds).items():
+        if key in conformal:
+            cp = SplitConformal.from_dict(conformal[key])
+            ok = np.isfinite(ref)
+            out[key] = {
+                "coverage": cp.coverage(mean[ok], ref[ok], std[ok]),
+                "expected_range_99": list(cp.expected_coverage(int(ok.sum()))),
+                "alpha": cp.alpha,
+            }
+    return out
+
+
 def calibration(member_preds: list[dict[str, np.ndarray]]) -> dict:
     """Committee mean errors and the Spearman rank correlation between the committee's standard deviation and the
     actual error of its mean: per structure (energy) and per atom (force vector norm)."""
@@ -600,6 +644,10 @@ def finish_committee(recipe, base, data, out: Path, common: dict, members: list[
         metrics[split] = errors(mean)
         metrics[f"{split}_calibration"] = calibration(member_preds)
         preds_for_plot[split] = mean
+        if split == "val":
+            meta["conformal"] = committee_conformal(member_preds)
+        elif "conformal" in meta:
+            metrics["test_conformal_coverage"] = conformal_coverage(meta["conformal"], member_preds)
     meta["metrics"] = {k: v for k, v in metrics.items() if k != "members"}
     (out / A.META_FILE).write_text(json.dumps(meta, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -81,8 +81,12 @@ class TriScaleCalculator(Calculator):
         dtype: str = "float32",
         device: str = "cpu",
         max_atoms: int = 100_000,
+        conformal: dict | None = None,
         **kwargs,
     ):
+        """``conformal``: a committee's split-conformal calibration (``energy_per_atom``/``forces`` entries, as a
+        fine-tuned committee stores in its metadata); then ``results`` also hold the calibrated half-widths
+        ``energy_uncertainty`` (eV) and ``forces_uncertainty`` (eV/Å, per component) of the committee mean."""
         super().__init__(**kwargs)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -101,6 +105,11 @@ class TriScaleCalculator(Calculator):
             self.config.domain_index(domain)  # validates
         self.domain = domain
         self.max_atoms = max_atoms
+        self.conformal = {}
+        if conformal:
+            from triscale.uncertainty import SplitConformal
+
+            self.conformal = {k: SplitConformal.from_dict(v) for k, v in conformal.items()}
 
     @property
     def is_committee(self) -> bool:
@@ -173,6 +182,13 @@ class TriScaleCalculator(Calculator):
             results["forces_std"] = forces.std(0)
             if periodic:
                 results["stress_std"] = stresses.std(0)
+            n = forces.shape[1]
+            if "energy_per_atom" in self.conformal:  # calibrated on energies per atom: scale back to the structure
+                results["energy_uncertainty"] = n * float(
+                    self.conformal["energy_per_atom"].half_width(results["energy_std"] / n)
+                )
+            if "forces" in self.conformal:
+                results["forces_uncertainty"] = self.conformal["forces"].half_width(results["forces_std"])
         return results
 
     def predict(self, structures: Sequence[Atoms], batch_size: int = 32) -> list[dict]:

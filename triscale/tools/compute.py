@@ -54,7 +54,7 @@ def _results(atoms: Atoms, spec: CalculatorSpec, want_stress: bool) -> dict[str,
             pass
     if "charges" in res:
         out["charges"] = np.asarray(res["charges"], dtype=float)
-    for key in ("energy_std", "forces_std", "stress_std"):
+    for key in ("energy_std", "forces_std", "stress_std", "energy_uncertainty"):
         if key in res:
             out[key] = np.asarray(res[key], dtype=float)
     if not np.isfinite(out["energy"]) or not np.all(np.isfinite(out["forces"])):

@@ -84,6 +84,9 @@ class SinglePointResult(ToolResult):
     charges_e: list[float] | None = Field(None, description="Atomic partial charges (≤100 atoms).")
     energy_std_eV: float | None = Field(None, description="Committee standard deviation of the energy.")
     max_force_std_eV_per_A: float | None = None
+    energy_uncertainty_eV: float | None = Field(
+        None, description="Calibrated 90 % half-width of the committee energy (conformal, from its validation set)."
+    )
 
 
 @register("single_point", input=CalcInput, result=SinglePointResult, cost="heavy", timeout_s=600)
@@ -117,6 +120,8 @@ def _sp_result(
         out["energy_std_eV"] = _r(np.asarray(r["energy_std"]).reshape(-1)[0])
     if "forces_std" in r:
         out["max_force_std_eV_per_A"] = _r(np.asarray(r["forces_std"]).max())
+    if "energy_uncertainty" in r:
+        out["energy_uncertainty_eV"] = _r(r["energy_uncertainty"])
     return SinglePointResult(
         structure_id=sid,
         formula=atoms.get_chemical_formula(mode="hill"),
