@@ -184,6 +184,16 @@ class SplitConformal:
         :func:`coverage_interval`."""
         return coverage_interval(self.n, n_test, self.alpha if alpha is None else alpha, confidence)
 
+    def coverage_report(self, pred: Any, true: Any, scale: Any = None, confidence: float = 0.99) -> dict[str, Any]:
+        """Coverage on held-out samples next to the range split conformal allows for that many (at ``confidence``):
+        ``alpha``, ``coverage``, ``expected_range_99`` (the key names the default confidence)."""
+        n = int(np.asarray(true).shape[0])
+        return {
+            "alpha": self.alpha,
+            "coverage": self.coverage(pred, true, scale),
+            "expected_range_99": list(self.expected_coverage(n, confidence=confidence)),
+        }
+
     def to_dict(self, digits: int = 7) -> dict[str, Any]:
         return {
             "method": "split-conformal",

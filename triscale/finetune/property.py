@@ -86,9 +86,12 @@ class PropertyModel(nn.Module):
             return z * self.target_std + self.target_mean * num_atoms.to(torch.float64)
         return z * self.target_std + self.target_mean
 
+    def from_features(self, s: torch.Tensor, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The property (B,) in the training data's unit from the encoder features ``s`` of ``graph``."""
+        return self.denormalize(self.head_output(s, graph[K.BATCH], graph[K.NUM_ATOMS]), graph[K.NUM_ATOMS])
+
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
-        z = self.head_output(self.features(graph), graph[K.BATCH], graph[K.NUM_ATOMS])
-        return self.denormalize(z, graph[K.NUM_ATOMS])
+        return self.from_features(self.features(graph), graph)
 
     @torch.no_grad()
     def predict(self, structures: Sequence, batch_size: int = 32) -> np.ndarray:
@@ -168,11 +171,7 @@ class PropertyCommittee:
         if not self.shared_encoder:
             return np.stack([m(batch).numpy() for m in self.members])
         s = self.members[0].features(batch)
-        out = []
-        for m in self.members:
-            z = m.head_output(s, batch[K.BATCH], batch[K.NUM_ATOMS])
-            out.append(m.denormalize(z, batch[K.NUM_ATOMS]).numpy())
-        return np.stack(out)
+        return np.stack([m.from_features(s, batch).numpy() for m in self.members])
 
     def predict(self, structures: Sequence, batch_size: int = 32, return_std: bool = False):
         """Committee mean per structure (float64, the training data's unit); with ``return_std`` also the
@@ -289,8 +288,7 @@ def train_property(
             for start in range(0, len(indices), 64):
                 chunk = [(i, graphs[i]) for i in indices[start : start + 64]]
                 s, batch = features(chunk)
-                z = model.head_output(s, batch[K.BATCH], batch[K.NUM_ATOMS])
-                values.append(model.denormalize(z, batch[K.NUM_ATOMS]).numpy())
+                values.append(model.from_features(s, batch).numpy())
         return np.concatenate(values)
 
     def targets(indices: list[int]) -> np.ndarray:
@@ -561,11 +559,8 @@ def _finish_property_committee(recipe, base, base_dir, data, out: Path, members:
         meta["conformal"] = conformal.to_dict()
         if "test" in preds:
             ref_t, mean_t, std_t = preds["test"]
-            lo, hi = conformal.expected_coverage(len(ref_t))
             metrics["test_conformal"] = {
-                "alpha": conformal.alpha,
-                "coverage": conformal.coverage(mean_t, ref_t, std_t),
-                "expected_range_99": [lo, hi],
+                **conformal.coverage_report(mean_t, ref_t, std_t),
                 "mean_half_width": float(conformal.half_width(std_t).mean()),
             }
     meta["metrics"] = {k: v for k, v in metrics.items() if k != "members"}

@@ -232,13 +232,8 @@ def conformal_coverage(conformal: dict, member_preds: list[dict[str, np.ndarray]
     out = {}
     for key, (mean, std, ref) in _committee_arrays(member_preds).items():
         if key in conformal:
-            cp = SplitConformal.from_dict(conformal[key])
             ok = np.isfinite(ref)
-            out[key] = {
-                "coverage": cp.coverage(mean[ok], ref[ok], std[ok]),
-                "expected_range_99": list(cp.expected_coverage(int(ok.sum()))),
-                "alpha": cp.alpha,
-            }
+            out[key] = SplitConformal.from_dict(conformal[key]).coverage_report(mean[ok], ref[ok], std[ok])
     return out
 
 

@@ -243,13 +243,13 @@ def calibrate_gap(recipe: TrainRecipe, head: str | Path | None = None, alpha: fl
     val_pred, val_ref = gaps(idx_val)
     test_pred, test_ref = gaps(idx_test)
     conformal = SplitConformal.calibrate(val_pred, val_ref, alpha=alpha, meta={"quantity": "gap_eV"})
-    lo, hi = conformal.expected_coverage(len(test_ref))
+    report = conformal.coverage_report(test_pred, test_ref)
     conformal.meta.update(
         calibrated_on=f"{len(idx_val)} validation structures ({recipe.split} split of {recipe.data})",
         val_gap_mae_eV=float(np.abs(val_pred - val_ref).mean()),
         test_gap_mae_eV=float(np.abs(test_pred - test_ref).mean()),
-        test_coverage=conformal.coverage(test_pred, test_ref),
-        test_coverage_expected_range_99=[lo, hi],
+        test_coverage=report["coverage"],
+        test_coverage_expected_range_99=report["expected_range_99"],
         n_test=len(idx_test),
     )
     (head / CONFORMAL_FILE).write_text(json.dumps(conformal.to_dict(), indent=1) + "\n")
