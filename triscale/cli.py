@@ -152,9 +152,30 @@ def serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8766,
     agent: Annotated[bool, typer.Option("--agent", help="Also answer POST /ask with the science agent.")] = False,
     llm: Annotated[str | None, typer.Option(help="Agent backend for /ask (as for `triscale ask`).")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="TRISCALE_TOKEN", help="Require 'Authorization: Bearer TOKEN' (needed beyond loopback)."),
+    ] = None,
+    max_workers: Annotated[
+        int | None, typer.Option(min=1, help="Concurrent calculations; more requests wait (default: CPU count).")
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None, typer.Option(help="Extra Host name clients may use (repeatable; '*' for any).")
+    ] = None,
+    allowed_origin: Annotated[
+        list[str] | None, typer.Option(help="Extra browser Origin allowed, e.g. http://localhost:3000 (repeatable).")
+    ] = None,
+    request_timeout: Annotated[
+        float, typer.Option(min=1, help="Wall-time limit per request in seconds, the wait for a slot included.")
+    ] = 3600.0,
 ) -> None:
-    """Serve the tools (and optionally the agent) as plain HTTP/JSON: GET /tools, POST /tools/NAME, POST /ask."""
-    from triscale.tools.http_server import make_server
+    """Serve the tools (and optionally the agent) as plain HTTP/JSON: GET /tools, POST /tools/NAME, POST /ask.
+
+    Checks Host (DNS rebinding), Origin, Content-Type and body size on every request, and a bearer token when
+    one is given; refuses to bind beyond loopback without a token.
+    """
+    from triscale.tools.errors import ToolError
+    from triscale.tools.http_server import serve as run_server
 
     ask_handler = None
     if agent:
@@ -165,14 +186,28 @@ def serve(
         def ask_handler(question: str, session: str | None) -> dict:
             return science_agent.ask(question, thread_id=session).as_json()
 
-    server = make_server(workspace, host=host, port=port, ask=ask_handler)
-    typer.echo(f"triscale serve: http://{host}:{server.server_port} (workspace {workspace}); Ctrl-C stops")
+    def ready(server) -> None:
+        auth = " (bearer token required)" if token else ""
+        typer.echo(f"triscale serve: {server.url} (workspace {workspace}){auth}; Ctrl-C stops")
+
     try:
-        server.serve_forever()
+        run_server(
+            workspace,
+            host=host,
+            port=port,
+            token=token or None,
+            ask=ask_handler,
+            max_workers=max_workers,
+            allowed_hosts=allowed_host or None,
+            allowed_origins=allowed_origin or None,
+            request_timeout_s=request_timeout,
+            on_ready=ready,
+        )
+    except ToolError as e:
+        typer.echo(f"triscale serve: {e}", err=True)
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass
-    finally:
-        server.server_close()
 
 
 @app.command()
