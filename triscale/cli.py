@@ -175,6 +175,7 @@ def serve(
     one is given; refuses to bind beyond loopback without a token.
     """
     from triscale.tools.errors import ToolError
+    from triscale.tools.http_server import is_loopback
     from triscale.tools.http_server import serve as run_server
 
     ask_handler = None
@@ -187,8 +188,9 @@ def serve(
             return science_agent.ask(question, thread_id=session).as_json()
 
     def ready(server) -> None:
-        auth = " (bearer token required)" if token else ""
-        typer.echo(f"triscale serve: {server.url} (workspace {workspace}){auth}; Ctrl-C stops")
+        where = "" if is_loopback(host) else f", listening on {host}"
+        auth = ", bearer token required" if token else ""
+        typer.echo(f"triscale serve: {server.url} (workspace {workspace}{where}{auth}); Ctrl-C stops")
 
     try:
         run_server(

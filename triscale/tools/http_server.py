@@ -414,7 +414,7 @@ class TriscaleServer:
 
         if not is_loopback(host) and not token:
             raise ToolInputError(
-                f"refusing to serve on {host!r} (beyond loopback) without a token: the tools write files and run jobs",
+                f"refusing to serve on {host!r} (beyond loopback) without a token: the tools write files and run jobs.",
                 hint="Pass --token or set TRISCALE_TOKEN, e.g. "
                 "export TRISCALE_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))'); "
                 "clients then send 'Authorization: Bearer $TRISCALE_TOKEN'.",
