@@ -142,3 +142,36 @@ def test_energy_and_property_training_share_the_metrics_schema(recipe, tmp_path)
         assert len(progress["data_sha256"]) == 64 and progress["epoch"] == 2
     for m in (energy, prop):
         assert m["stop_reason"] == "epochs" and m["best_epoch"] in (1, 2)
+
+
+def test_property_head_resumes_exactly(recipe, tmp_path):
+    """A property head through the same loop: 4 epochs == 2 epochs, then resumed to 4 (constant schedule)."""
+    from ase.io import write
+    from safetensors.torch import load_file
+
+    frames = emt_frames(["CH3CH2OH", "CH3OH", "H2O"], 4, seed=6)
+    for atoms in frames:
+        atoms.info["gap"] = float(atoms.numbers.mean() + 0.1 * np.linalg.norm(atoms.positions, axis=1).mean())
+    write(tmp_path / "gap.extxyz", frames)
+    kw = {"data": str(tmp_path / "gap.extxyz"), "property": {"key": "gap"}, "schedule": "constant", "patience": 100}
+    finetune(recipe(out=str(tmp_path / "whole"), epochs=4, **kw))
+    finetune(recipe(out=str(tmp_path / "split"), epochs=2, **kw))
+    finetune(recipe(out=str(tmp_path / "split"), epochs=4, **kw))
+    a = load_file(str(tmp_path / "whole" / "property_head.safetensors"))
+    b = load_file(str(tmp_path / "split" / "property_head.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(tmp_path / "whole")]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(tmp_path / "split")]
+    assert [r["epoch"] for r in strip] == [1, 2, 3, 4]
+
+
+def test_loop_resumes_a_checkpoint_without_data_hash(tmp_path):
+    """Checkpoints written before the data hash existed still resume (the hash is recorded from then on)."""
+    _toy(tmp_path / "old", 2)
+    path = tmp_path / "old" / "state" / "progress.json"
+    progress = json.loads(path.read_text())
+    del progress["data_sha256"]
+    path.write_text(json.dumps(progress))
+    _, resumed, rows = _toy(tmp_path / "old", 3)
+    assert resumed["epoch"] == 3 and [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert json.loads(path.read_text())["data_sha256"] == resumed["data_sha256"]
