@@ -1,5 +1,6 @@
 """Fine-tuning the foundation model on a user's small dataset: LoRA / heads / full, E0 refit, replay, adapter
-committees for uncertainty, and scalar property heads (``triscale finetune``).
+committees for uncertainty, and scalar property heads (``triscale finetune``), all trained by one loop
+(:class:`~triscale.finetune.loop.TrainLoop`).
 
 Importing this package is light; torch/PEFT load when a function that needs them runs.
 """
@@ -12,6 +13,8 @@ __all__ = [
     "DatasetError",
     "FinetuneRecipe",
     "PropertyModel",
+    "ResumeError",
+    "TrainLoop",
     "add_adapter",
     "attach_adapters",
     "finetune",
@@ -37,6 +40,8 @@ _LOCATIONS = {
     "use_adapter": "triscale.finetune.adapters",
     "finetune": "triscale.finetune.trainer",
     "PropertyModel": "triscale.finetune.property",
+    "ResumeError": "triscale.finetune.loop",
+    "TrainLoop": "triscale.finetune.loop",
     "load_property_model": "triscale.finetune.property",
 }
 
@@ -50,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
         use_adapter,
     )
     from triscale.finetune.data import DatasetError, validate_records
+    from triscale.finetune.loop import ResumeError, TrainLoop
     from triscale.finetune.property import PropertyModel, load_property_model
     from triscale.finetune.recipe import FinetuneRecipe, load_recipe
     from triscale.finetune.trainer import finetune

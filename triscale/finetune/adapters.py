@@ -170,7 +170,8 @@ def expand_adapters(adapters: str | Path | Sequence[str | Path]) -> list[Path]:
     return dirs
 
 
-def _check_base(base, meta: dict, adapter_dir: Path) -> None:
+def check_base_matches(base, meta: dict, adapter_dir: Path) -> None:
+    """Refuse ``base`` when its weights are not those the adapter in ``adapter_dir`` was trained on."""
     expected = meta.get("base", {}).get("fingerprint")
     if expected and expected != state_fingerprint(base):
         raise ValueError(
@@ -178,6 +179,14 @@ def _check_base(base, meta: dict, adapter_dir: Path) -> None:
             f"(sha256 {str(meta['base'].get('sha256'))[:12]}...), but the model given has different weights; "
             "load that base model (or pass check_base=False to attach anyway)"
         )
+
+
+def load_base(name_or_path: str):
+    """The base model (a shipped checkpoint name or a ``save_pretrained`` directory) and its directory."""
+    from triscale.foundation.checkpoints import load_checkpoint, resolve_checkpoint
+
+    base_dir = resolve_checkpoint(name_or_path)
+    return load_checkpoint(base_dir), base_dir
 
 
 def _load_tensors(model, adapter_dir: Path) -> None:
@@ -204,7 +213,7 @@ def load_adapter(base, adapter_dir: str | Path, check_base: bool = True, name: s
     if meta.get("property"):
         raise ValueError(f"{adapter_dir} is a property adapter; use triscale.finetune.load_property_model")
     if check_base:
-        _check_base(base, meta, adapter_dir)
+        check_base_matches(base, meta, adapter_dir)
     model = copy.deepcopy(unwrap(base))
     if meta["method"] == "lora":
         from peft import PeftModel

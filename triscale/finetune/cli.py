@@ -36,6 +36,7 @@ def run_finetune(config=None, fresh: bool = False, quiet: bool = False, **flags)
     from pydantic import ValidationError
 
     from triscale.finetune.data import DatasetError
+    from triscale.finetune.loop import ResumeError
 
     try:
         recipe = build_recipe(config, **flags)
@@ -48,7 +49,7 @@ def run_finetune(config=None, fresh: bool = False, quiet: bool = False, **flags)
 
     try:
         metrics = finetune(recipe, resume=not fresh)
-    except (DatasetError, FileNotFoundError) as err:
+    except (DatasetError, FileNotFoundError, ResumeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     summary = {k: v for k, v in metrics.items() if k != "members"}

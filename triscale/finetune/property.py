@@ -20,6 +20,7 @@ from torch import nn
 
 from triscale.finetune import adapters as A
 from triscale.finetune import data as D
+from triscale.finetune.loop import LoopSettings, TrainLoop, graphs_sha256
 from triscale.foundation import keys as K
 from triscale.foundation.layers import MLP, scatter_sum
 
@@ -195,7 +196,8 @@ def _target_stats(graphs: list[dict], pooling: str) -> tuple[float, float]:
     return float(y.mean()), std if std > 1e-12 else 1.0
 
 
-def _property_errors(ref: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+def property_errors(ref: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and R² of predicted scalar properties."""
     err = pred - ref
     ss = float(((ref - ref.mean()) ** 2).sum())
     return {
@@ -233,7 +235,6 @@ def train_property(
     """Train a property head (recipe.property) on the frozen or LoRA-adapted encoder into ``out`` (default
     ``recipe.out``); ``bootstrap``: on a bootstrap sample of the training split (a committee member). Returns the
     metrics."""
-    from triscale.finetune.trainer import _load_state, _lr_lambda, _named_trainable, _restore, _save_state
     from triscale.foundation.graph import collate, graph_to
 
     opts = recipe.property
@@ -294,84 +295,47 @@ def train_property(
     def targets(indices: list[int]) -> np.ndarray:
         return np.array([float(graphs[i][D.PROPERTY][0]) for i in indices])
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
-    total = (
-        recipe.epochs * steps_per_epoch
-        if recipe.max_steps is None
-        else min(recipe.max_steps, recipe.epochs * steps_per_epoch)
+    loop = TrainLoop(
+        model,
+        out,
+        LoopSettings.from_recipe(recipe),
+        seed=seed,
+        steps_per_epoch=math.ceil(len(train) / recipe.batch_size),
+        data_sha256=graphs_sha256(train, val),
+        console=console,
     )
-    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, recipe.schedule))
-    generator = torch.Generator().manual_seed(seed)
-    progress = {
-        "epoch": 0,
-        "step": 0,
-        "best_val_loss": None,
-        "best_epoch": 0,
-        "bad_epochs": 0,
-        "stopped": None,
-    }
-    best = None
-    state_dir = out / "state"
-    if resume and (state_dir / "progress.json").exists():
-        progress, best = _load_state(state_dir, model, optimizer, scheduler, generator)
-        if progress["stopped"] in ("epochs", "max_steps"):
-            progress["stopped"] = None
-        console.print(f"[bold]resumed[/] at epoch {progress['epoch']}")
     console.print(
         f"[bold]property[/] {opts.key!r} ({opts.pooling} pooling, {opts.encoder} encoder): "
-        f"{sum(p.numel() for p in params):,} trainable parameters, {len(train)} train / {len(val)} val"
+        f"{sum(p.numel() for p in loop.params):,} trainable parameters, {len(train)} train / {len(val)} val"
     )
-    t0 = time.perf_counter()
-    log = open(out / "metrics.jsonl", "a" if progress["epoch"] else "w")
     train_idx = split["train"]
-    while progress["epoch"] < recipe.epochs and progress["stopped"] is None:
-        model.train()
-        losses = []
+
+    def batches(generator: torch.Generator):
         order = torch.randperm(len(train_idx), generator=generator).tolist()
         for start in range(0, len(order), recipe.batch_size):
-            chunk = [(train_idx[j], graphs[train_idx[j]]) for j in order[start : start + recipe.batch_size]]
-            s, batch = features(chunk)
-            z = model.head_output(s, batch[K.BATCH], batch[K.NUM_ATOMS])
-            y = batch[D.PROPERTY]
-            if opts.pooling == "sum":
-                target = (y / batch[K.NUM_ATOMS].to(torch.float64) - model.target_mean) / model.target_std
-                z = z / batch[K.NUM_ATOMS].to(torch.float64)
-            else:
-                target = (y - model.target_mean) / model.target_std
-            loss = torch.mean((z - target) ** 2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            progress["step"] += 1
-            losses.append(float(loss.detach()))
-        progress["epoch"] += 1
-        row = {"epoch": progress["epoch"], "step": progress["step"], "train_loss": float(np.mean(losses))}
-        if val:
-            vm = _property_errors(targets(split["val"]), predict(split["val"]))
-            row.update({"val_property_mae": vm["mae"], "val_loss": vm["rmse"] ** 2})
+            yield [(train_idx[j], graphs[train_idx[j]]) for j in order[start : start + recipe.batch_size]]
+
+    def loss(chunk: list[tuple[int, dict]]):
+        s, batch = features(chunk)
+        z = model.head_output(s, batch[K.BATCH], batch[K.NUM_ATOMS])
+        y = batch[D.PROPERTY]
+        if opts.pooling == "sum":
+            target = (y / batch[K.NUM_ATOMS].to(torch.float64) - model.target_mean) / model.target_std
+            z = z / batch[K.NUM_ATOMS].to(torch.float64)
         else:
-            row["val_loss"] = row["train_loss"]
-        if progress["best_val_loss"] is None or row["val_loss"] < progress["best_val_loss"]:
-            progress.update(best_val_loss=row["val_loss"], best_epoch=progress["epoch"], bad_epochs=0)
-            best = {n: p.detach().cpu().clone() for n, p in _named_trainable(model).items()}
-        else:
-            progress["bad_epochs"] += 1
-            if progress["bad_epochs"] >= recipe.patience:
-                progress["stopped"] = "early_stopping"
-        if recipe.max_steps is not None and progress["step"] >= recipe.max_steps:
-            progress["stopped"] = "max_steps"
-        log.write(json.dumps(row) + "\n")
-        log.flush()
-        if progress["epoch"] % recipe.checkpoint_every == 0 or progress["stopped"]:
-            _save_state(state_dir, model, optimizer, scheduler, generator, progress, best)
-    log.close()
-    if best is not None:
-        _restore(model, best)
-    model.eval()
+            target = (y - model.target_mean) / model.target_std
+        return torch.mean((z - target) ** 2), {}
+
+    def evaluate() -> dict | None:
+        if not val:
+            return None
+        vm = property_errors(targets(split["val"]), predict(split["val"]))
+        return {"val_property_mae": vm["mae"], "val_loss": vm["rmse"] ** 2}
+
+    def describe(row: dict) -> str:
+        return f"val MAE {row['val_property_mae']:.4g} {opts.unit}" if "val_property_mae" in row else ""
+
+    progress = loop.fit(batches, loss, evaluate, resume=resume, evaluate_start=False, describe=describe)
     # errors on the data's splits (for a bootstrap member: the whole training split, not its resample)
     splits = data["split"]
     preds = {s: (targets(splits[s]), predict(splits[s])) for s in ("train", "val", "test") if splits[s]}
@@ -382,9 +346,9 @@ def train_property(
         "encoder": opts.encoder,
         "epochs": progress["epoch"],
         "best_epoch": progress["best_epoch"],
-        "stop_reason": progress["stopped"] or "epochs",
-        "train_seconds": time.perf_counter() - t0,
-        **{s: _property_errors(*p) for s, p in preds.items()},
+        "stop_reason": progress["stopped"],
+        "train_seconds": time.perf_counter() - loop.t0,
+        **{s: property_errors(*p) for s, p in preds.items()},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     save_property_model(
@@ -438,12 +402,10 @@ def load_property_model(
     if not meta.get("property"):
         raise ValueError(f"{adapter_dir} is not a property adapter (method {meta.get('method')!r})")
     if base is None:
-        from triscale.finetune.trainer import load_base
-
         path = meta["base"].get("path")
-        base, _ = load_base(path if path and Path(path).is_dir() else meta["base"]["name"])
+        base, _ = A.load_base(path if path and Path(path).is_dir() else meta["base"]["name"])
     if check_base:
-        A._check_base(base, meta, adapter_dir)
+        A.check_base_matches(base, meta, adapter_dir)
     if not meta.get("committee"):
         return _load_member(adapter_dir, meta, base)
     shared = copy.deepcopy(A.unwrap(base))  # frozen members share one encoder
@@ -512,7 +474,7 @@ def committee_errors(ref: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict
 
     err = np.abs(mean - ref)
     return {
-        **_property_errors(ref, mean),
+        **property_errors(ref, mean),
         "mean_std": float(std.mean()),
         "spearman_std_error": float(spearmanr(std, err).statistic) if len(err) > 2 else None,
     }

@@ -98,6 +98,9 @@ class FinetuneRecipe(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(10.0, gt=0)
     patience: int = Field(30, ge=1, description="epochs without validation improvement before stopping")
+    ema_decay: float | None = Field(
+        None, ge=0, lt=1, description="EMA of the trainable weights (evaluated, selected and exported); None: off"
+    )
     split: Literal["random", "data"] = Field(
         "random", description="random: val_fraction of the data, no test set; data: the data's split column"
     )

@@ -1,5 +1,7 @@
-"""The fine-tuning loop (``triscale finetune``): data checks, E0 refit, replay, training with early stopping,
-checkpoint/resume, metrics, plots, adapter export, committees with calibration.
+"""Energy fine-tuning (``triscale finetune``): data checks, E0 refit, replay, the energy/force loss and metrics,
+plots, adapter export, committees with calibration. Training itself (optimiser, schedule, early stopping,
+checkpoint/resume, ``metrics.jsonl``) is the shared :class:`triscale.finetune.loop.TrainLoop`; property heads
+(:mod:`triscale.finetune.property`) use the same loop.
 
 Layout of ``recipe.out``::
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -28,6 +29,8 @@ import torch
 
 from triscale.finetune import adapters as A
 from triscale.finetune import data as D
+from triscale.finetune.adapters import load_base
+from triscale.finetune.loop import LoopSettings, TrainLoop, graphs_sha256
 from triscale.finetune.recipe import FinetuneRecipe
 from triscale.foundation import keys as K
 
@@ -70,70 +73,6 @@ def _with_weight(graph: dict, weight: float) -> dict:
     g = dict(graph)
     g[REF_WEIGHT] = torch.tensor([weight], dtype=torch.float64)
     return g
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# checkpoints
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-def _named_trainable(model) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _save_state(state_dir: Path, model, optimizer, scheduler, generator, progress: dict, best: dict | None) -> None:
-    """Trainable weights (safetensors), optimizer/scheduler/RNG (torch.save), then the progress counter
-    atomically: a kill in between resumes from the previous epoch's counter with at worst newer weights."""
-    from safetensors.torch import save_file
-
-    state_dir.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {n: p.detach().cpu().contiguous() for n, p in _named_trainable(model).items()},
-        str(state_dir / "weights.safetensors"),
-    )
-    if best is not None:
-        save_file({n: t.contiguous() for n, t in best.items()}, str(state_dir / "best.safetensors"))
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "generator": generator.get_state(),
-        },
-        state_dir / "optimizer.pt.tmp",
-    )
-    os.replace(state_dir / "optimizer.pt.tmp", state_dir / "optimizer.pt")
-    _atomic_json(state_dir / "progress.json", progress)
-
-
-def _load_state(state_dir: Path, model, optimizer, scheduler, generator) -> tuple[dict, dict | None]:
-    from safetensors.torch import load_file
-
-    weights = load_file(str(state_dir / "weights.safetensors"))
-    params = _named_trainable(model)
-    if set(weights) != set(params):
-        raise ValueError(
-            f"{state_dir}: the checkpoint does not match this recipe's trainable tensors; use a new --out or --fresh"
-        )
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-    extra = torch.load(state_dir / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(extra["optimizer"])
-    scheduler.load_state_dict(extra["scheduler"])
-    generator.set_state(extra["generator"])
-    best_path = state_dir / "best.safetensors"
-    best = load_file(str(best_path)) if best_path.exists() else None
-    return json.loads((state_dir / "progress.json").read_text()), best
-
-
-def _restore(model, tensors: dict[str, torch.Tensor]) -> None:
-    params = _named_trainable(model)
-    with torch.no_grad():
-        for name, value in tensors.items():
-            params[name].copy_(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,7 +128,8 @@ def errors(pred: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def _val_loss(metrics: dict, weights) -> float:
+def val_loss(metrics: dict, weights) -> float:
+    """The validation loss that selects the best epoch: the loss weights times the squared RMSEs (eV units)."""
     loss = 0.0
     if "energy_rmse_meV_per_atom" in metrics:
         loss += weights.energy * (metrics["energy_rmse_meV_per_atom"] / 1000) ** 2
@@ -280,14 +220,6 @@ def _domain_of(recipe: FinetuneRecipe, records: list[dict], domains: list[str]) 
     if not any(periodic):
         return "molecule"
     raise D.DatasetError("the data mixes periodic and non-periodic structures; choose the domain with --domain")
-
-
-def load_base(name_or_path: str):
-    from triscale.foundation.checkpoints import load_checkpoint, resolve_checkpoint
-
-    base_dir = resolve_checkpoint(name_or_path)
-    model = load_checkpoint(base_dir)
-    return model, base_dir
 
 
 def prepare_data(recipe: FinetuneRecipe, base) -> dict:
@@ -400,20 +332,6 @@ def finetune(recipe: FinetuneRecipe, resume: bool = True) -> dict:
     return finish_committee(recipe, base, data, out, common, members, console)
 
 
-def _lr_lambda(total_steps: int, schedule: str):
-    warmup = max(1, min(50, total_steps // 20))
-
-    def factor(step: int) -> float:
-        if schedule == "constant":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def train_member(
     recipe,
     base,
@@ -427,9 +345,8 @@ def train_member(
     resume: bool,
     bootstrap: bool = False,
 ) -> dict:
-    """Train one adapter into ``out``; returns its metrics."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    """Train one adapter into ``out`` with the shared :class:`~triscale.finetune.loop.TrainLoop`; returns its
+    metrics."""
     from triscale.foundation.graph import collate, graph_to
 
     out.mkdir(parents=True, exist_ok=True)
@@ -446,136 +363,59 @@ def train_member(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = A.prepare_model(adapted_base, recipe.method, d, recipe.lora)
-    params = [p for p in model.parameters() if p.requires_grad]
     counts = A.count_parameters(model)
-    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
-    total_steps = recipe.epochs * steps_per_epoch
-    if recipe.max_steps is not None:
-        total_steps = min(total_steps, recipe.max_steps)
-    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, recipe.schedule))
-    generator = torch.Generator().manual_seed(seed)
-    state_dir = out / "state"
-    progress = {
-        "epoch": 0,
-        "step": 0,
-        "best_val_loss": None,
-        "best_epoch": 0,
-        "bad_epochs": 0,
-        "stopped": None,
-    }
-    best = None
-    metrics_path = out / "metrics.jsonl"
-    if resume and (state_dir / "progress.json").exists():
-        progress, best = _load_state(state_dir, model, optimizer, scheduler, generator)
-        if progress["stopped"] in ("epochs", "max_steps"):  # limits may have been raised since; checked again below
-            progress["stopped"] = None
-        console.print(f"[bold]resumed[/] {out} at epoch {progress['epoch']} (step {progress['step']})")
-        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-        metrics_path.write_text(
-            "".join(line + "\n" for line in lines if json.loads(line)["epoch"] <= progress["epoch"])
-        )
-    elif metrics_path.exists():
-        metrics_path.unlink()
+    loop = TrainLoop(
+        model,
+        out,
+        LoopSettings.from_recipe(recipe),
+        seed=seed,
+        steps_per_epoch=math.ceil(len(train) / recipe.batch_size),
+        data_sha256=graphs_sha256(train, val),
+        console=console,
+    )
     console.print(
         f"[bold]{recipe.method}[/]: {counts['trainable']:,} of {counts['total']:,} parameters trainable, "
         f"{len(train)} train / {len(val)} val structures, lr {recipe.learning_rate:g}"
     )
     dtype = next(model.parameters()).dtype
-    t0 = time.perf_counter()
-    log = open(metrics_path, "a")
-    if progress["epoch"] == 0 and val:  # the starting point: base model with the refitted E0
+
+    def batches(generator: torch.Generator):
+        for batch_graphs in _epoch(train, recipe.batch_size, generator):
+            if replay:
+                pick = torch.randint(len(replay), (recipe.replay.per_batch,), generator=generator).tolist()
+                batch_graphs = batch_graphs + [replay[i] for i in pick]
+            yield graph_to(collate(batch_graphs), dtype)
+
+    def loss(batch):
+        has_stress = bool(torch.isfinite(batch[K.REF_STRESS]).any())
+        out_b = model(batch, compute_forces=True, compute_stress=has_stress, create_graph=True)
+        return weighted_loss(out_b, batch, recipe.loss)
+
+    def evaluate() -> dict | None:
+        if not val:
+            return None
         vm = errors(predict_graphs(model, val))
-        row = {"epoch": 0, "step": 0, **{f"val_{k}": v for k, v in vm.items() if k != "n_structures"}}
-        row["val_loss"] = _val_loss(vm, recipe.loss)
-        log.write(json.dumps(row) + "\n")
-    progress_bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not recipe.progress,
-    )
-    with progress_bar:
-        task = progress_bar.add_task("epochs", total=recipe.epochs, completed=progress["epoch"], info="")
-        while progress["epoch"] < recipe.epochs and progress["stopped"] is None:
-            if recipe.max_steps is not None and progress["step"] >= recipe.max_steps:
-                progress["stopped"] = "max_steps"
-                break
-            model.train()
-            sums: dict[str, list[float]] = {}
-            losses = []
-            for batch_graphs in _epoch(train, recipe.batch_size, generator):
-                if replay:
-                    pick = torch.randint(len(replay), (recipe.replay.per_batch,), generator=generator).tolist()
-                    batch_graphs = batch_graphs + [replay[i] for i in pick]
-                batch = graph_to(collate(batch_graphs), dtype)
-                has_stress = bool(torch.isfinite(batch[K.REF_STRESS]).any())
-                out_b = model(batch, compute_forces=True, compute_stress=has_stress, create_graph=True)
-                loss, logs = weighted_loss(out_b, batch, recipe.loss)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                progress["step"] += 1
-                losses.append(float(loss.detach()))
-                for k, v in logs.items():
-                    sums.setdefault(k, []).append(v)
-                if recipe.max_steps is not None and progress["step"] >= recipe.max_steps:
-                    break
-            progress["epoch"] += 1
-            row = {
-                "epoch": progress["epoch"],
-                "step": progress["step"],
-                "train_loss": float(np.mean(losses)),
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": time.perf_counter() - t0,
-            }
-            row.update(
-                {
-                    f"train_{k}_mae_{'meV_per_atom' if k == 'energy' else 'meV_per_A'}": 1000 * float(np.mean(v))
-                    for k, v in sums.items()
-                    if k in ("energy", "forces")
-                }
-            )
-            if val:
-                vm = errors(predict_graphs(model, val))
-                row.update({f"val_{k}": v for k, v in vm.items() if k != "n_structures"})
-                val_loss = _val_loss(vm, recipe.loss)
-            else:
-                val_loss = row["train_loss"]
-            row["val_loss"] = val_loss
-            if progress["best_val_loss"] is None or val_loss < progress["best_val_loss"]:
-                progress.update(best_val_loss=val_loss, best_epoch=progress["epoch"], bad_epochs=0)
-                best = {n: p.detach().cpu().clone() for n, p in _named_trainable(model).items()}
-            else:
-                progress["bad_epochs"] += 1
-                if progress["bad_epochs"] >= recipe.patience:
-                    progress["stopped"] = "early_stopping"
-            if progress["epoch"] >= recipe.epochs and progress["stopped"] is None:
-                progress["stopped"] = "epochs"
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            info = (
-                (
-                    f"val E {row.get('val_energy_mae_meV_per_atom', float('nan')):.2f} meV/at "
-                    f"F {row.get('val_forces_mae_meV_per_A', float('nan')):.1f} meV/Å"
-                )
-                if val
-                else ""
-            )
-            progress_bar.update(task, completed=progress["epoch"], info=info)
-            if progress["epoch"] % recipe.checkpoint_every == 0 or progress["stopped"]:
-                _save_state(state_dir, model, optimizer, scheduler, generator, progress, best)
-    log.close()
-    if progress["stopped"] is None:
-        progress["stopped"] = "max_steps" if recipe.max_steps is not None else "epochs"
-    if best is not None:
-        _restore(model, best)
-    model.eval()
+        row = {f"val_{k}": v for k, v in vm.items() if k != "n_structures"}
+        row["val_loss"] = val_loss(vm, recipe.loss)
+        return row
+
+    def train_logs(sums: dict[str, list[float]]) -> dict:
+        return {
+            f"train_{k}_mae_{'meV_per_atom' if k == 'energy' else 'meV_per_A'}": 1000 * float(np.mean(v))
+            for k, v in sums.items()
+            if k in ("energy", "forces")
+        }
+
+    def describe(row: dict) -> str:
+        if not val:
+            return ""
+        return (
+            f"val E {row.get('val_energy_mae_meV_per_atom', float('nan')):.2f} meV/at "
+            f"F {row.get('val_forces_mae_meV_per_A', float('nan')):.1f} meV/Å"
+        )
+
+    progress = loop.fit(batches, loss, evaluate, resume=resume, train_logs=train_logs, describe=describe)
+    metrics_path = loop.metrics_path
     preds = {"train": predict_graphs(model, [graphs[i] for i in data["split"]["train"]])}
     if val:
         preds["val"] = predict_graphs(model, val)
@@ -589,7 +429,7 @@ def train_member(
         "steps": progress["step"],
         "best_epoch": progress["best_epoch"],
         "stop_reason": progress["stopped"],
-        "train_seconds": time.perf_counter() - t0,
+        "train_seconds": time.perf_counter() - loop.t0,
         **{split: errors(p) for split, p in preds.items()},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
