@@ -10,8 +10,7 @@ that importing it (e.g. from the tool registry) does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from triscale.common import lazy_exports
 
 _EXPORTS = {
     # solvers
@@ -63,10 +62,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"triscale.continuum.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'triscale.continuum' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -239,10 +239,10 @@ def calibrate_operator(
 
 
 def _model_dir(name_or_dir: str | Path) -> Path:
+    from triscale.common import find_checkpoint
     from triscale.continuum.operators import CHECKPOINT_DIR, CONFIG_NAME
 
-    d = Path(name_or_dir)
-    return d if (d / CONFIG_NAME).is_file() else CHECKPOINT_DIR / str(name_or_dir)
+    return find_checkpoint(name_or_dir, CHECKPOINT_DIR, CONFIG_NAME)
 
 
 def load_calibration(name_or_dir: str | Path) -> OperatorCalibration | None:

@@ -404,9 +404,9 @@ def save_operator(model: FNO | GFNO, directory: str | Path, dtype: torch.dtype =
 
 def shipped_operators() -> list[str]:
     """Names of the operator checkpoints shipped with the package."""
-    if not CHECKPOINT_DIR.is_dir():
-        return []
-    return sorted(p.name for p in CHECKPOINT_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+    from triscale.common import shipped_names
+
+    return shipped_names(CHECKPOINT_DIR, CONFIG_NAME)
 
 
 def load_operator(
@@ -416,13 +416,9 @@ def load_operator(
     returns it in eval mode."""
     from safetensors.torch import load_file
 
-    d = Path(name_or_dir)
-    if not (d / CONFIG_NAME).is_file():
-        d = CHECKPOINT_DIR / str(name_or_dir)
-    if not (d / CONFIG_NAME).is_file():
-        raise FileNotFoundError(
-            f"no operator checkpoint {str(name_or_dir)!r}; shipped: {', '.join(shipped_operators()) or 'none'}"
-        )
+    from triscale.common import find_checkpoint
+
+    d = find_checkpoint(name_or_dir, CHECKPOINT_DIR, CONFIG_NAME, kind="operator checkpoint")
     cfg = OperatorConfig.load(d / CONFIG_NAME)
     model = build_operator(cfg)
     model.load_state_dict(load_file(str(d / WEIGHTS_NAME)))

@@ -56,6 +56,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from triscale.common import VERSION, atomic_write_text
+
 __all__ = [
     "MATERIAL_PROTOTYPES",
     "MOLECULE_ELEMENTS",
@@ -297,9 +299,7 @@ def _g2_molecules(cfg: MoleculeConfig) -> list[dict]:
             group = _group_smiles(mol)
         except Exception:
             pass
-        out.append(
-            {"group": group, "smiles": "", "source": "g2", "name": name, "elements": sorted(set(symbols))}
-        )
+        out.append({"group": group, "smiles": "", "source": "g2", "name": name, "elements": sorted(set(symbols))})
     return out
 
 
@@ -408,10 +408,7 @@ MATERIAL_PROTOTYPES: tuple[MaterialSpec, ...] = (
         _spec(f"zincblende:{s}", a)
         for s, a in [("SiC", 4.36), ("GaAs", 5.65), ("AlAs", 5.66), ("ZnS", 5.41), ("SiGe", 5.54)]
     ),
-    *(
-        _spec(f"wurtzite:{s}", a, c)
-        for s, a, c in [("ZnO", 3.25, 5.21), ("GaN", 3.19, 5.19), ("AlN", 3.11, 4.98)]
-    ),
+    *(_spec(f"wurtzite:{s}", a, c) for s, a, c in [("ZnO", 3.25, 5.21), ("GaN", 3.19, 5.19), ("AlN", 3.11, 4.98)]),
     _spec("fluorite:CaF2", 5.46),
     _spec("fluorite:ZrO2", 5.07),
     _spec("antifluorite:OLi2", 4.61),
@@ -560,12 +557,8 @@ def _is_done(out: Path, shard: dict) -> bool:
 def _code_versions(domain: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    import triscale
-
-    names = ["ase", "numpy"] + (
-        ["rdkit", "tblite"] if domain == "molecule" else ["chgnet", "torch", "pymatgen"]
-    )
-    versions = {"triscale": triscale.__version__}
+    names = ["ase", "numpy"] + (["rdkit", "tblite"] if domain == "molecule" else ["chgnet", "torch", "pymatgen"])
+    versions = {"triscale": VERSION}
     for name in names:
         try:
             versions[name] = version(name)
@@ -594,9 +587,7 @@ def _rounded(atoms):
     return frame
 
 
-def _check_labels(
-    energy: float, forces: np.ndarray, max_force: float, extra: np.ndarray | None = None
-) -> None:
+def _check_labels(energy: float, forces: np.ndarray, max_force: float, extra: np.ndarray | None = None) -> None:
     values = [np.asarray(energy, dtype=float).ravel(), forces.ravel()]
     if extra is not None:
         values.append(np.asarray(extra, dtype=float).ravel())
@@ -688,9 +679,7 @@ def _quiet():
 
 
 # ------------------------------------------------------------------------------------------- molecules
-def _common_info(
-    frame, entry: dict, domain: str, seed: int, config_type: str, method: str, versions: str
-) -> None:
+def _common_info(frame, entry: dict, domain: str, seed: int, config_type: str, method: str, versions: str) -> None:
     frame.info.update(
         domain=domain,
         group=entry["group"],
@@ -806,9 +795,7 @@ def _run_molecule_shard(shard: dict, config: DatagenConfig) -> tuple[list, list[
                 _common_info(frame, entry, "molecule", config.seed, config_type, "GFN2-xTB", versions)
                 frame.info["name"] = entry["name"]
                 frame.info["total_charge"] = 0
-                frame.info["spin_multiplicity"] = 1 + int(
-                    round(abs(atoms.get_initial_magnetic_moments().sum()))
-                )
+                frame.info["spin_multiplicity"] = 1 + int(round(abs(atoms.get_initial_magnetic_moments().sum())))
                 frames.append(frame)
         except FrameSkipped as why:
             skipped.append({"group": entry["group"], "config_type": "-", "reason": str(why)})
@@ -816,9 +803,7 @@ def _run_molecule_shard(shard: dict, config: DatagenConfig) -> tuple[list, list[
 
 
 # ------------------------------------------------------------------------------------------- materials
-def _build_bases(
-    spec: MaterialSpec, a: float | None = None, c: float | None = None, vacuum: float = 7.5
-) -> list:
+def _build_bases(spec: MaterialSpec, a: float | None = None, c: float | None = None, vacuum: float = 7.5) -> list:
     """Small cells of a prototype (primitive first, then a conventional cell where it differs)."""
     from ase import Atoms
     from ase.build import bulk, fcc100, fcc111
@@ -979,9 +964,7 @@ def _material_frames(spec: MaterialSpec, cfg: MaterialConfig, seed: int, calc) -
         timestep = (1.0 if atoms.get_masses().min() < 10 else 2.0) * units.fs
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
         Stationary(atoms)
-        md = Langevin(
-            atoms, timestep, temperature_K=temperature, friction=0.01 / units.fs, rng=rng, fixcm=False
-        )
+        md = Langevin(atoms, timestep, temperature_K=temperature, friction=0.01 / units.fs, rng=rng, fixcm=False)
         every = max(1, cfg.md_steps // cfg.md_frames)
         try:
             for _ in range(cfg.md_frames):
@@ -1019,12 +1002,6 @@ def _run_material_shard(shard: dict, config: DatagenConfig) -> tuple[list, list[
 
 
 # ---------------------------------------------------------------------------------------------- shards
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _summarise(frames: list) -> dict:
     splits: dict[str, dict[str, Any]] = {}
     elements: set[str] = set()
@@ -1058,12 +1035,10 @@ def _run_shard(shard: dict, config_json: str, out: str) -> dict:
     run = _run_molecule_shard if shard["domain"] == "molecule" else _run_material_shard
     frames, skipped = run(shard, config)
     seconds = time.perf_counter() - start
-    tmp = xyz.with_name(f"{xyz.name}.tmp-{os.getpid()}")
+    buffer = io.StringIO()
     if frames:
-        write(str(tmp), frames, format="extxyz")
-    else:
-        tmp.write_text("")
-    os.replace(tmp, xyz)
+        write(buffer, frames, format="extxyz")
+    atomic_write_text(xyz, buffer.getvalue())
     summary = {
         "domain": shard["domain"],
         "index": shard["index"],
@@ -1075,11 +1050,12 @@ def _run_shard(shard: dict, config_json: str, out: str) -> dict:
         "seconds": round(seconds, 3),
         "recipe_hash": config.recipe_hash(),
     }
-    _atomic_write_text(meta, json.dumps(summary, indent=1))
+    atomic_write_text(meta, json.dumps(summary, indent=1))
     return summary
 
 
-def _init_worker() -> None:
+def init_labelling_worker() -> None:
+    """One quiet OpenMP thread per labelling process (two spinning runtimes on two cores are 2-1000x slower)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -1163,8 +1139,7 @@ def write_manifest(out: Path, config: DatagenConfig, plan: list[dict]) -> dict:
         "shards_done": done,
         "domains": domains,
         "methods": {
-            "molecule": "GFN2-xTB (tblite ASE calculator): energy eV, forces eV/A, dipole e*A, "
-            "Mulliken charges e",
+            "molecule": "GFN2-xTB (tblite ASE calculator): energy eV, forces eV/A, dipole e*A, Mulliken charges e",
             "material": f"CHGNet {config.material.model} (distilled from CHGNet, a model trained on "
             "Materials Project PBE/PBE+U data; not DFT): energy eV, forces eV/A, stress eV/A^3 "
             "(ASE sign, Voigt xx yy zz yz "
@@ -1183,7 +1158,7 @@ def write_manifest(out: Path, config: DatagenConfig, plan: list[dict]) -> dict:
         "config": config.model_dump(mode="json"),
         "versions": _versions(),
     }
-    _atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -1229,7 +1204,7 @@ def generate(
             os.remove(stale)
     t0 = time.perf_counter()
     plan = make_plan(config)
-    _atomic_write_text(
+    atomic_write_text(
         plan_file,
         json.dumps(
             {
@@ -1291,7 +1266,7 @@ def generate(
             ):
                 os.environ[var] = value
             ctx = mp.get_context("spawn")  # no fork after RDKit/torch/OpenMP are loaded
-            with ctx.Pool(workers, initializer=_init_worker, maxtasksperchild=50) as pool:
+            with ctx.Pool(workers, initializer=init_labelling_worker, maxtasksperchild=50) as pool:
                 jobs = [(s, config_json, str(out_path)) for s in todo]
                 for summary in pool.imap_unordered(_run_shard_star, jobs):
                     report(summary)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from triscale.common import atomic_write_json
 from triscale.foundation import keys as K
 from triscale.foundation.config import FoundationConfig
 from triscale.foundation.graph import graph_to
@@ -337,9 +337,7 @@ def _checkpoint(accelerator, state_dir: Path, progress_path: Path, step: int, tr
     # Write the state first, then the step counter (atomically): a kill in between resumes from the older step
     # with newer weights at worst, never from a half-written state.
     accelerator.save_state(str(state_dir))
-    tmp = progress_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"step": step, "trained_seconds": trained_seconds}))
-    os.replace(tmp, progress_path)
+    atomic_write_json(progress_path, {"step": step, "trained_seconds": trained_seconds}, indent=None)
 
 
 def _split_metrics(model, splits) -> dict[str, dict[str, float]]:

@@ -12,8 +12,7 @@ Torch-based parts (``predict_hamiltonian``, ``HamiltonianModel``) are imported o
 
 from __future__ import annotations
 
-from typing import Any
-
+from triscale.common import lazy_exports
 from triscale.quantum.electronic import (
     METHODS,
     ElectronicStructure,
@@ -25,15 +24,15 @@ from triscale.quantum.electronic import (
 )
 
 _LAZY = {
-    "HamiltonianConfig": "triscale.quantum.hamiltonian",
-    "HamiltonianModel": "triscale.quantum.hamiltonian",
-    "HamiltonianPrediction": "triscale.quantum.hamiltonian",
-    "load_hamiltonian_model": "triscale.quantum.hamiltonian",
-    "predict_hamiltonian": "triscale.quantum.hamiltonian",
-    "BasisLayout": "triscale.quantum.basis",
-    "basis_layout": "triscale.quantum.basis",
-    "qh9_metrics": "triscale.quantum.metrics",
-    "compare_guesses": "triscale.quantum.scf",
+    "HamiltonianConfig": "hamiltonian",
+    "HamiltonianModel": "hamiltonian",
+    "HamiltonianPrediction": "hamiltonian",
+    "load_hamiltonian_model": "hamiltonian",
+    "predict_hamiltonian": "hamiltonian",
+    "BasisLayout": "basis",
+    "basis_layout": "basis",
+    "qh9_metrics": "metrics",
+    "compare_guesses": "scf",
 }
 
 __all__ = [
@@ -56,9 +55,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'triscale.quantum' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -327,9 +327,9 @@ class HamiltonianModel(nn.Module):
         self.config = config
         self.layout = config.layout()
         if encoder is None:
-            import triscale
+            from triscale.foundation.checkpoints import load_checkpoint
 
-            encoder = triscale.load(config.encoder)
+            encoder = load_checkpoint(config.encoder)
         self.encoder = encoder
         self.head = HamiltonianHead(config)
 
@@ -397,24 +397,17 @@ def load_hamiltonian_model(
     """A shipped head by name (``gfn2-hcno``, ...) or a directory written by :meth:`HamiltonianModel.save`."""
     from safetensors.torch import load_file
 
-    p = Path(name_or_path).expanduser()
-    if not (p / "config.json").is_file():
-        p = CHECKPOINT_DIR / str(name_or_path)
-    if not (p / "config.json").is_file():
-        shipped = (
-            sorted(q.name for q in CHECKPOINT_DIR.iterdir() if (q / "config.json").is_file())
-            if (CHECKPOINT_DIR.is_dir())
-            else []
-        )
-        raise FileNotFoundError(f"No Hamiltonian model {str(name_or_path)!r} (shipped: {shipped or 'none'}).")
+    from triscale.common import find_checkpoint
+
+    p = find_checkpoint(name_or_path, CHECKPOINT_DIR, kind="Hamiltonian model")
     config = HamiltonianConfig.from_dict(json.loads((p / "config.json").read_text()))
     if encoder is None:
-        import triscale
+        from triscale.foundation.checkpoints import load_checkpoint
 
         encoder = (
-            triscale.load(str(p / "encoder"))
+            load_checkpoint(str(p / "encoder"))
             if (p / "encoder" / "config.json").is_file()
-            else triscale.load(config.encoder)
+            else load_checkpoint(config.encoder)
         )
         if config.encoder_sha256 and encoder_fingerprint(encoder) != config.encoder_sha256:
             raise ValueError(
@@ -456,12 +449,13 @@ CONFORMAL_FILE = "conformal.json"
 
 def gap_conformal(name_or_path: str | Path = "gfn2-hcno"):
     """The head's calibrated gap interval (:class:`triscale.uncertainty.SplitConformal`), or None if it has none."""
+    from triscale.common import CheckpointNotFound, find_checkpoint
     from triscale.uncertainty import SplitConformal
 
-    p = Path(name_or_path).expanduser()
-    if not (p / "config.json").is_file():
-        p = CHECKPOINT_DIR / str(name_or_path)
-    f = p / CONFORMAL_FILE
+    try:
+        f = find_checkpoint(name_or_path, CHECKPOINT_DIR) / CONFORMAL_FILE
+    except CheckpointNotFound:
+        return None
     return SplitConformal.from_dict(json.loads(f.read_text())) if f.is_file() else None
 
 

@@ -17,12 +17,14 @@ killed run resumes where it stopped. ``observables.extxyz`` concatenates the sha
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from triscale.common import atomic_write_text
 
 __all__ = ["generate_observables", "observable_entries"]
 
@@ -86,15 +88,15 @@ def _run_shard(args: tuple) -> dict:
     index, entries, seed, conformers, out = args
     from ase.io import write
 
-    from triscale.foundation.datagen import _init_worker
+    from triscale.foundation.datagen import init_labelling_worker
 
-    _init_worker()
+    init_labelling_worker()
     t0 = time.perf_counter()
     frames, skipped = _label_shard(entries, seed, conformers)
     path = Path(out) / "shards" / f"shard-{index:05d}.extxyz"
-    tmp = path.with_suffix(".tmp")
-    write(str(tmp), frames, format="extxyz")
-    os.replace(tmp, path)  # a shard exists only when complete
+    buffer = io.StringIO()
+    write(buffer, frames, format="extxyz")
+    atomic_write_text(path, buffer.getvalue())  # a shard exists only when complete
     return {"index": index, "frames": len(frames), "skipped": skipped, "seconds": time.perf_counter() - t0}
 
 

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from triscale.common import find_checkpoint, shipped_names
+
 CHECKPOINT_DIR = Path(__file__).resolve().parent
 
 
 def available_checkpoints() -> list[str]:
     """Names of the checkpoints shipped with this installation."""
-    return sorted(p.name for p in CHECKPOINT_DIR.iterdir() if (p / "config.json").is_file())
+    return shipped_names(CHECKPOINT_DIR)
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
     """A shipped checkpoint name or a ``save_pretrained`` directory, as a directory path."""
-    path = Path(name_or_path).expanduser()
-    if (path / "config.json").is_file():
-        return path
-    shipped = CHECKPOINT_DIR / str(name_or_path)
-    if (shipped / "config.json").is_file():
-        return shipped
-    raise FileNotFoundError(
-        f"no TriScale checkpoint {str(name_or_path)!r}: not a directory with config.json and not a shipped "
-        f"checkpoint (shipped: {available_checkpoints() or 'none'})"
-    )
+    return find_checkpoint(name_or_path, CHECKPOINT_DIR, kind="TriScale checkpoint")
 
 
 def load_checkpoint(name_or_path: str | Path = "triscale-base", **kwargs):
