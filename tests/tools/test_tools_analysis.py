@@ -100,6 +100,11 @@ def test_nacl_primitive_cell_minimum_image_across_a_skewed_cell(ws):
     assert r.density_g_per_cm3 == pytest.approx(2.165, rel=0.01)  # rock salt
 
 
+def test_a_flat_group_is_read_as_one_measurement(ws):
+    r = _analyze(ws, molecule("H2O"), distances=[0, 1], angles=[1, 0, 2])
+    assert [d.atoms for d in r.distances] == [[0, 1]] and [a.atoms for a in r.angles] == [[1, 0, 2]]
+
+
 def test_one_atom_cell_bonds_to_its_own_images(ws):
     r = _analyze(ws, bulk("Cu"))  # primitive fcc: every neighbour is an image of atom 0
     assert r.coordination_numbers == [12] and r.n_bonds == 6 and all(b.atoms == [0, 0] for b in r.bonds)

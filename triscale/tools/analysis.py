@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from triscale.tools.errors import ToolInputError
 from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
@@ -50,6 +50,15 @@ class AnalyzeStructureInput(ToolInput):
         description="Atoms are bonded when closer than bond_scale x the sum of their covalent radii.",
     )
     mic: bool = Field(True, description="Periodic cells: measure between nearest periodic images.")
+
+    @field_validator("distances", "angles", "dihedrals", mode="before")
+    @classmethod
+    def _one_group(cls, v: Any, info: Any) -> Any:
+        """One flat group (``distances=[0, 1]``, as small models write it) is read as a list of one."""
+        size = {"distances": 2, "angles": 3, "dihedrals": 4}[info.field_name]
+        if isinstance(v, list | tuple) and len(v) == size and all(isinstance(x, int) for x in v):
+            return [list(v)]
+        return v
 
 
 class Measurement(BaseModel):
