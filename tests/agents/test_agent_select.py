@@ -2,10 +2,10 @@
 
 import json
 
-from triscale.agents.graph import COMPACT_TOOLS
+from triscale.agents.graph import compact_tools
 from triscale.agents.select import select_tools
 
-AVAILABLE = COMPACT_TOOLS
+AVAILABLE = compact_tools()
 
 
 def test_rules_pick_the_tools_a_question_needs():
@@ -33,7 +33,7 @@ def test_agent_offers_only_selected_schemas(make_agent):
             "",
             "Hello.",
         ],
-        tools=COMPACT_TOOLS,
+        tools=compact_tools(),
         select_tools=True,
     )
     run = agent.ask("What is the lattice constant of fcc Cu with EMT?")
@@ -42,7 +42,7 @@ def test_agent_offers_only_selected_schemas(make_agent):
     assert run.answer.results[0].property == "lattice_constant"
     run = agent.ask("hello")  # no rule matches: every tool is offered
     turns = [json.loads(x) for x in open(run.provenance) if '"model_turn"' in x]
-    assert set(turns[0]["tools_offered"]) == set(COMPACT_TOOLS)
+    assert set(turns[0]["tools_offered"]) == set(compact_tools())
 
 
 def test_a_computation_is_required_before_the_final_answer(make_agent):
@@ -55,7 +55,7 @@ def test_a_computation_is_required_before_the_final_answer(make_agent):
             {"tool": "equation_of_state", "args": {"structure_id": "st1", "calculator": "emt", "n_points": 5}},
             "",
         ],
-        tools=COMPACT_TOOLS,
+        tools=compact_tools(),
         select_tools=True,
     )
     run = agent.ask("What is the lattice constant of fcc Cu with EMT?")
@@ -63,13 +63,13 @@ def test_a_computation_is_required_before_the_final_answer(make_agent):
     guards = [json.loads(x) for x in open(run.provenance) if '"guard"' in x]
     assert len(guards) == 1 and "required" in guards[0]["reason"]
     # a question no rule matches may be answered without tools
-    agent = make_agent(["Hello! Ask me about molecules or materials."], tools=COMPACT_TOOLS, select_tools=True)
+    agent = make_agent(["Hello! Ask me about molecules or materials."], tools=compact_tools(), select_tools=True)
     run = agent.ask("hello")
     assert run.n_tool_calls == 0 and run.answer.answer.startswith("Hello!")
 
 
 def test_every_selectable_tool_is_offered_to_local_models():
     """planning_1 failed because the selector chose plan_experiments, which local models were never given."""
-    from triscale.agents.select import RULES
+    from triscale.agents.select import rules
 
-    assert {t for _, tools in RULES for t in tools} <= set(COMPACT_TOOLS)
+    assert {t for _, tools in rules() for t in tools} <= set(compact_tools())

@@ -21,6 +21,8 @@ __all__ = [
     "ModelAnswer",
     "ToolRecord",
     "results_from_records",
+    "answer_fields",
+    "format_value",
     "assemble_answer",
     "untraced_numbers",
     "trace_value",
@@ -29,7 +31,9 @@ __all__ = [
 
 class ResultItem(BaseModel):
     property: str = Field(description="What was computed, e.g. 'energy', 'bulk_modulus'.")
-    value: float | str = Field(description="The value exactly as a tool returned it.")
+    value: float | str | list[float] = Field(
+        description="The value exactly as a tool returned it (a list for list results such as frequencies)."
+    )
     unit: str = Field("", description="Unit of value (eV, Å, GPa, K, cm-1, debye, ...).")
     method: str = Field("", description="Method / level of theory, e.g. 'gfn2-xtb', 'dft/b3lyp/def2-svp'.")
     uncertainty: float | None = Field(None, description="Committee standard deviation, same unit, if any.")
@@ -80,31 +84,19 @@ _UNIT_SUFFIXES: list[tuple[str, str]] = [
     ("_eV_per_K", "eV/K"),
     ("_per_atom_eV", "eV/atom"),
     ("_debye", "debye"),
+    ("_g_per_cm3", "g/cm³"),
     ("_GPa", "GPa"),
     ("_A3", "Å³"),
     ("_cm1", "cm-1"),
     ("_eV", "eV"),
     ("_ps", "ps"),
     ("_fs", "fs"),
+    ("_deg", "°"),
     ("_Pa", "Pa"),
     ("_K", "K"),
     ("_A", "Å"),
 ]
 
-# The results that answer the usual question of each tool (others stay in the provenance log).
-PRIMARY_FIELDS: dict[str, list[str]] = {
-    "single_point": ["energy_eV", "dipole_magnitude_debye", "pressure_GPa"],
-    "predict_properties": ["energy_eV", "energy_per_atom_eV", "max_force_eV_per_A", "gap_eV"],
-    "optimize_geometry": ["energy_final_eV", "max_force_eV_per_A"],
-    "molecular_dynamics": ["temperature_mean_K", "potential_energy_final_eV", "energy_drift_eV_per_atom_per_ps"],
-    "vibrational_analysis": ["zero_point_energy_eV", "n_imaginary"],
-    "thermochemistry": ["gibbs_free_energy_eV", "enthalpy_eV", "entropy_eV_per_K", "zero_point_energy_eV"],
-    "equation_of_state": ["lattice_constant_A", "bulk_modulus_GPa", "equilibrium_volume_A3"],
-    "reaction_energy": ["reaction_energy_eV", "reaction_energy_kJ_per_mol", "reaction_gibbs_energy_eV"],
-    "orbital_energies": ["homo_eV", "lumo_eV", "gap_eV"],
-    "build_molecule": ["formula", "n_atoms"],
-    "build_bulk": ["formula", "n_atoms"],
-}
 _STD_FIELDS = {"energy_eV": "energy_std_eV", "max_force_eV_per_A": "max_force_std_eV_per_A", "gap_eV": "gap_std_eV"}
 
 
@@ -137,42 +129,81 @@ def _plan_item(rec: ToolRecord) -> ResultItem:
     )
 
 
+def answer_fields(name: str) -> tuple[str, ...] | None:
+    """The result fields that answer the usual question of a registered tool (``register(..., answer_fields=)``);
+    None for a tool outside the registry or one that declares none."""
+    from triscale.tools import list_tools
+
+    tool = next((t for t in list_tools() if t.name == name), None)
+    return (tool.answer_fields or None) if tool is not None else None
+
+
+def _structures_only(name: str) -> bool:
+    from triscale.agents.middleware import makes_structures_only
+
+    return makes_structures_only(name)
+
+
+def _rows(field: str, v: Any) -> list[tuple[str, float | str | list[float], str, str]]:
+    """(property, value, unit, std field) rows of one answer field: a number or string is one row; a list of
+    numbers one row holding the list; a list of strings one row joining them; a list of measurements (dicts
+    such as ``{"atoms": [0, 1], "distance_A": 0.97}``) one row per measurement, from its unit-suffixed number."""
+    prop, unit = split_unit(field)
+    if v is None or isinstance(v, bool):
+        return []
+    if isinstance(v, int | float):
+        return [(prop, float(v), unit, _STD_FIELDS.get(field, ""))] if math.isfinite(v) else []
+    if isinstance(v, str):
+        return [(prop, v, unit, "")]
+    if not isinstance(v, list) or not v:
+        return []
+    if all(isinstance(x, str) for x in v):
+        return [(prop, ", ".join(v), unit, "")]
+    if all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+        if not all(math.isfinite(x) for x in v):
+            return []
+        return [(prop, [float(x) for x in v], unit, "")]
+    rows = []
+    for x in v:
+        if not isinstance(x, dict):
+            return []
+        key = next(
+            (k for k, y in x.items() if isinstance(y, int | float) and not isinstance(y, bool) and split_unit(k)[1]),
+            None,
+        )
+        if key is not None:
+            rows.extend(_rows(key, x[key]))
+    return rows
+
+
 def results_from_records(records: list[ToolRecord]) -> list[ResultItem]:
-    """The primary values of each successful tool call, with unit, method, uncertainty and provenance ids."""
+    """The values that answer each successful tool call (the tool's declared ``answer_fields``), with unit,
+    method, uncertainty and provenance ids."""
     items: list[ResultItem] = []
-    computed = [r for r in records if r.name not in ("build_molecule", "build_bulk")]
+    computed = [r for r in records if not _structures_only(r.name)]
     use = computed or records  # a pure name->structure question answers with the built structure
     for rec in use:
         if rec.name == "plan_experiments":
             items.append(_plan_item(rec))
             continue
-        fields = PRIMARY_FIELDS.get(rec.name)
+        fields = answer_fields(rec.name)
         if fields is None:  # unknown tool: every scalar with a unit suffix
-            fields = [k for k, v in rec.result.items() if isinstance(v, int | float) and split_unit(k)[1]]
+            fields = tuple(k for k, v in rec.result.items() if isinstance(v, int | float) and split_unit(k)[1])
         method = str(rec.result.get("method") or "")
         for f in fields:
-            v = rec.result.get(f)
-            if v is None or isinstance(v, bool):
-                continue
-            if isinstance(v, list):
-                if not v or not all(isinstance(x, str) for x in v):
-                    continue
-                v = ", ".join(v)
-            if isinstance(v, float) and not math.isfinite(v):
-                continue
-            prop, unit = split_unit(f)
-            std = rec.result.get(_STD_FIELDS.get(f, ""))
-            items.append(
-                ResultItem(
-                    property=prop,
-                    value=v if isinstance(v, str) else float(v),
-                    unit=unit,
-                    method=method,
-                    uncertainty=None if std is None else float(std),
-                    structure_ids=_structure_ids(rec),
-                    tool_calls=[rec.call_id] if rec.call_id else [],
+            for prop, value, unit, std_field in _rows(f, rec.result.get(f)):
+                std = rec.result.get(std_field) if std_field else None
+                items.append(
+                    ResultItem(
+                        property=prop,
+                        value=value,
+                        unit=unit,
+                        method=method,
+                        uncertainty=None if std is None else float(std),
+                        structure_ids=_structure_ids(rec),
+                        tool_calls=[rec.call_id] if rec.call_id else [],
+                    )
                 )
-            )
     return items
 
 
@@ -232,9 +263,16 @@ def untraced_numbers(text: str, records: list[ToolRecord], allowed_text: str = "
     return bad
 
 
+def format_value(v: float | str | list[float], max_listed: int = 12) -> str:
+    """A result value as text: numbers to 6 significant figures, long lists shortened."""
+    if isinstance(v, list):
+        shown = ", ".join(f"{x:.6g}" for x in v[:max_listed])
+        return f"[{shown}{f', ... ({len(v)} values)' if len(v) > max_listed else ''}]"
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
 def _fmt(item: ResultItem) -> str:
-    v = item.value
-    text = f"{v:.6g}" if isinstance(v, float) else str(v)
+    text = format_value(item.value)
     if item.uncertainty is not None:
         text += f" ± {item.uncertainty:.2g}"
     return f"{item.property.replace('_', ' ')} = {text}{(' ' + item.unit) if item.unit else ''}"

@@ -52,13 +52,15 @@ def render_answer(console, run) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
+    from triscale.agents.answer import format_value
+
     console.print(Panel(Markdown(run.answer.answer), title="answer", border_style="green"))
     if run.answer.results:
         t = Table(show_edge=False)
         for col in ("property", "value", "unit", "method", "± ", "structures", "calls"):
             t.add_column(col)
         for r in run.answer.results:
-            v = f"{r.value:.6g}" if isinstance(r.value, float) else str(r.value)
+            v = format_value(r.value)
             t.add_row(
                 r.property,
                 v,

@@ -23,23 +23,19 @@ from triscale.agents.answer import FinalAnswer, ModelAnswer, ToolRecord, assembl
 from triscale.agents.prompts import system_prompt
 from triscale.tools import Workspace, list_tools
 
-__all__ = ["ScienceAgent", "AgentRun", "COMPACT_TOOLS", "default_checkpointer"]
+__all__ = ["ScienceAgent", "AgentRun", "compact_tools", "default_checkpointer"]
 
-# The tool subset offered to small local models: fewer, simpler schemas (the full registry is ~25 tools).
-COMPACT_TOOLS = [
-    "build_molecule",
-    "build_bulk",
-    "single_point",
-    "optimize_geometry",
-    "vibrational_analysis",
-    "thermochemistry",
-    "equation_of_state",
-    "reaction_energy",
-    "molecular_dynamics",
-    "orbital_energies",
-    "predict_properties",
-    "plan_experiments",
-]
+
+def compact_tools() -> list[str]:
+    """The tool subset offered to small local models (``register(..., compact=True)``): fewer, simpler schemas
+    (the full registry is ~25 tools)."""
+    return [t.name for t in list_tools() if t.compact]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "COMPACT_TOOLS":  # the former constant, now read from the registry
+        return compact_tools()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class AgentRun(BaseModel):
@@ -93,7 +89,7 @@ class ScienceAgent:
     workspace:
         Run directory (structure store, tool outputs, ``agent_runs/`` provenance, session database).
     tools:
-        Registry tool names to offer (default: all, or :data:`COMPACT_TOOLS` for local models).
+        Registry tool names to offer (default: all, or :func:`compact_tools` for local models).
     extra_tools:
         Further LangChain tools (tests use this to inject a failing tool).
     memory:
@@ -141,7 +137,7 @@ class ScienceAgent:
         self.llm = llm
         self.llm_info = info
         if tools is None and info.compact_tools:
-            tools = COMPACT_TOOLS
+            tools = compact_tools()
         available = {t.name for t in list_tools()}
         names = [n for n in (tools or sorted(available)) if n in available]
         self.tools = langchain_tools(self.workspace, names) + list(extra_tools or [])

@@ -16,24 +16,27 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResp
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.errors import GraphBubbleUp
 
-__all__ = ["TriScaleMiddleware", "is_expensive", "tool_error_content", "canonical_call"]
+__all__ = ["TriScaleMiddleware", "is_expensive", "makes_structures_only", "tool_error_content", "canonical_call"]
 
-# Tools that only make structures (a run that called only these has computed nothing yet).
-BUILDERS = frozenset({"build_molecule", "build_bulk", "make_supercell", "build_surface", "list_structures"})
 
-# Calculations that need a person's approval when approval is switched on.
-EXPENSIVE_MD_ATOM_STEPS = 200_000
+def makes_structures_only(name: str) -> bool:
+    """A registered tool that only makes structures (``register(..., makes_structures_only=True)``): a run that
+    called only these has computed nothing yet. Tools outside the registry count as computing."""
+    tool = _registered(name)
+    return tool is not None and tool.makes_structures_only
 
 
 def is_expensive(name: str, args: dict[str, Any]) -> bool:
-    """DFT anywhere, and long MD (atoms are unknown here, so steps alone above 20,000 or any MD with DFT)."""
-    calc = args.get("calculator")
-    method = (calc.get("method") if isinstance(calc, dict) else calc) or ""
-    if str(method).strip().lower() in ("dft", "pyscf", "b3lyp", "pbe", "hf"):
-        return True
-    if name == "molecular_dynamics" and int(args.get("steps", 200) or 0) > EXPENSIVE_MD_ATOM_STEPS // 10:
-        return True
-    return False
+    """Whether a call needs a person's approval: the tool's own ``needs_approval`` (DFT/HF in any spelling,
+    long MD, a job that runs such a call), judged on the validated arguments."""
+    tool = _registered(name)
+    return tool is not None and tool.approval_needed(args)
+
+
+def _registered(name: str):
+    from triscale.tools import list_tools
+
+    return next((t for t in list_tools() if t.name == name), None)
 
 
 def tool_error_content(exc: Exception, request: ToolCallRequest) -> str:
@@ -127,7 +130,7 @@ class TriScaleMiddleware(AgentMiddleware):
         response = handler(request)
         msgs = response.result if isinstance(response, ModelResponse) else [response]
         ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
-        compute = [t for t in request.tools if getattr(t, "name", "") not in BUILDERS | {None, ""}]
+        compute = [t for t in request.tools if getattr(t, "name", "") and not makes_structures_only(t.name)]
         if self.narrowed and ai is not None and not ai.tool_calls and not self.computed and compute:
             # A small model that stops after building (or before any call) although the question asks for a
             # computation: ask once more with a call of a computing tool required (grammar-constrained locally).
@@ -277,6 +280,6 @@ class TriScaleMiddleware(AgentMiddleware):
         ok = msg.status != "error"
         with self._cond:
             self.n_ok += ok
-            self.computed = self.computed or (ok and name not in BUILDERS)
+            self.computed = self.computed or (ok and not makes_structures_only(name))
             self.seen[key] = {"count": 1, "content": _text(msg.content)[:2000], "ok": ok, "n_ok": self.n_ok}
         return done(msg)

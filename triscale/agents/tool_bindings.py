@@ -81,7 +81,15 @@ def make_langchain_tool(name: str, workspace: Workspace | str) -> StructuredTool
         infer_schema=False,
         response_format="content_and_artifact",
         handle_tool_error=True,
-        metadata={"cost": tool.cost, "timeout_s": tool.timeout_s, "category": tool.category},
+        metadata={
+            "cost": tool.cost,
+            "timeout_s": tool.timeout_s,
+            "category": tool.category,
+            "compact": tool.compact,
+            "makes_structures_only": tool.makes_structures_only,
+            "needs_approval": tool.needs_approval is not None,
+            "answer_fields": list(tool.answer_fields),
+        },
     )
 
 

@@ -219,7 +219,15 @@ class BuildMoleculeInput(ToolInput):
 
 
 @register(
-    "build_molecule", input=BuildMoleculeInput, result=StructureResult, cost="instant", category="structure"
+    "build_molecule",
+    input=BuildMoleculeInput,
+    result=StructureResult,
+    cost="instant",
+    category="structure",
+    compact=True,
+    keywords=(r"\b(build|formula|how many atoms|number of atoms|structure of|smiles)\b",),
+    makes_structures_only=True,
+    answer_fields=("formula", "n_atoms"),
 )
 def build_molecule(ctx: ToolContext, a: BuildMoleculeInput) -> StructureResult:
     """Build a 3D molecule from a name, a g2 formula or a SMILES string and store it; returns its id."""
@@ -264,7 +272,18 @@ class BuildBulkInput(ToolInput):
     label: str | None = None
 
 
-@register("build_bulk", input=BuildBulkInput, result=StructureResult, cost="instant", category="structure")
+@register(
+    "build_bulk",
+    input=BuildBulkInput,
+    result=StructureResult,
+    cost="instant",
+    category="structure",
+    compact=True,
+    # a crystal word in the question also offers it (triscale.agents.select)
+    keywords=(r"\blattice (constant|parameter)|\bequation of state|\beos\b|\bbulk modulus|\bequilibrium volume",),
+    makes_structures_only=True,
+    answer_fields=("formula", "n_atoms"),
+)
 def build_bulk(ctx: ToolContext, a: BuildBulkInput) -> StructureResult:
     """Build a bulk crystal with ase.build.bulk (reference lattice constant unless a_A is given)."""
     from ase.build import bulk
@@ -313,7 +332,13 @@ class SupercellInput(ToolInput):
 
 
 @register(
-    "make_supercell", input=SupercellInput, result=StructureResult, cost="instant", category="structure"
+    "make_supercell",
+    input=SupercellInput,
+    result=StructureResult,
+    cost="instant",
+    category="structure",
+    makes_structures_only=True,
+    answer_fields=("formula", "n_atoms"),
 )
 def make_supercell(ctx: ToolContext, a: SupercellInput) -> StructureResult:
     """Repeat a periodic structure along its cell vectors and store the supercell."""
@@ -336,7 +361,15 @@ class SurfaceInput(ToolInput):
     repeat: tuple[int, int, int] = Field((1, 1, 1), description="In-plane repetition, e.g. [2,2,1].")
 
 
-@register("build_surface", input=SurfaceInput, result=StructureResult, cost="instant", category="structure")
+@register(
+    "build_surface",
+    input=SurfaceInput,
+    result=StructureResult,
+    cost="instant",
+    category="structure",
+    makes_structures_only=True,
+    answer_fields=("formula", "n_atoms"),
+)
 def build_surface(ctx: ToolContext, a: SurfaceInput) -> StructureResult:
     """Cut a surface slab (Miller indices, layers, vacuum) from a bulk structure with ase.build.surface."""
     from ase.build import bulk, surface
@@ -370,7 +403,15 @@ class VacancyInput(ToolInput):
     element: str | None = Field(None, description="Remove the first atom of this element (if no index).")
 
 
-@register("make_vacancy", input=VacancyInput, result=StructureResult, cost="instant", category="structure")
+@register(
+    "make_vacancy",
+    input=VacancyInput,
+    result=StructureResult,
+    cost="instant",
+    category="structure",
+    makes_structures_only=True,
+    answer_fields=("formula", "n_atoms"),
+)
 def make_vacancy(ctx: ToolContext, a: VacancyInput) -> StructureResult:
     """Remove one atom (by index, or the first of an element) to create a vacancy."""
     sid, atoms = ctx.structure(a.structure_id)
@@ -406,7 +447,13 @@ class SubstituteInput(ToolInput):
 
 
 @register(
-    "substitute_atoms", input=SubstituteInput, result=StructureResult, cost="instant", category="structure"
+    "substitute_atoms",
+    input=SubstituteInput,
+    result=StructureResult,
+    cost="instant",
+    category="structure",
+    makes_structures_only=True,
+    answer_fields=("formula", "n_atoms"),
 )
 def substitute_atoms(ctx: ToolContext, a: SubstituteInput) -> StructureResult:
     """Replace atoms (by indices, or the first `count` atoms of old_element) with new_element."""
@@ -469,7 +516,15 @@ class ImportInput(ToolInput):
     label: str | None = None
 
 
-@register("import_structure", input=ImportInput, result=StructureResult, cost="instant", category="structure")
+@register(
+    "import_structure",
+    input=ImportInput,
+    result=StructureResult,
+    cost="instant",
+    category="structure",
+    makes_structures_only=True,
+    answer_fields=("formula", "n_atoms"),
+)
 def import_structure(ctx: ToolContext, a: ImportInput) -> StructureResult:
     """Read a structure file from the workspace into the store."""
     import ase.io
@@ -497,7 +552,14 @@ class ExportInput(ToolInput):
     format: str | None = Field(None, description="extxyz | xyz | cif | poscar; default: from the name.")
 
 
-@register("export_structure", input=ExportInput, result=StructureResult, cost="instant", category="structure")
+@register(
+    "export_structure",
+    input=ExportInput,
+    result=StructureResult,
+    cost="instant",
+    category="structure",
+    answer_fields=("file", "formula"),
+)
 def export_structure(ctx: ToolContext, a: ExportInput) -> StructureResult:
     """Write a stored structure to a file inside the workspace."""
     import ase.io
@@ -537,6 +599,8 @@ class StructureListResult(ToolResult):
     result=StructureListResult,
     cost="instant",
     category="structure",
+    makes_structures_only=True,  # computes nothing
+    answer_fields=("count",),
 )
 def list_structures(ctx: ToolContext, a: ListStructuresInput) -> StructureListResult:
     """List the structures in the workspace with their lineage (no coordinates)."""
@@ -565,6 +629,7 @@ class StructureInfoResult(StructureResult):
     result=StructureInfoResult,
     cost="instant",
     category="structure",
+    answer_fields=("formula", "n_atoms", "min_distance_A", "volume_A3", "density_g_per_cm3"),
 )
 def structure_info(ctx: ToolContext, a: StructureInfoInput) -> StructureInfoResult:
     """Summary of one structure: formula, size, cell, shortest distance, energy and lineage."""

@@ -62,6 +62,7 @@ def _outputs(ctx: ToolContext, r: Any) -> dict[str, Any]:
     cost="heavy",
     timeout_s=600,
     category="continuum",
+    answer_fields=("analytic_rel_l2_error", "n_time_steps"),
 )
 def simulate_pde_tool(ctx: ToolContext, a: SimulatePDEToolInput) -> SimulatePDEToolResult:
     """Solve a PDE with a reference solver on a grid: navier_stokes_2d (vorticity), burgers_1d, heat,
@@ -81,6 +82,7 @@ def simulate_pde_tool(ctx: ToolContext, a: SimulatePDEToolInput) -> SimulatePDET
     cost="light",
     timeout_s=300,
     category="continuum",
+    answer_fields=("rel_l2_error_vs_solver", "conformal_error_bound_rel_l2", "speedup_over_solver"),
 )
 def predict_pde_tool(ctx: ToolContext, a: PredictPDEToolInput) -> PredictPDEToolResult:
     """Predict a PDE solution with a shipped neural operator (ns2d-fno, ns2d-gfno, burgers1d-fno, darcy2d-fno,

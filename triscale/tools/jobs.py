@@ -193,7 +193,15 @@ def _status_result(d: dict[str, Any], result: dict[str, Any] | None = None) -> J
     )
 
 
-@register("submit_job", input=SubmitJobInput, result=JobStatusResult, cost="instant", category="jobs")
+@register(
+    "submit_job",
+    input=SubmitJobInput,
+    result=JobStatusResult,
+    cost="instant",
+    category="jobs",
+    needs_approval="submitted_tool",
+    answer_fields=("job_id", "status"),
+)
 def submit_job(ctx: ToolContext, a: SubmitJobInput) -> JobStatusResult:
     """Run another tool in the background; returns a job id to poll with job_status / job_result."""
     jm = ctx.workspace.jobs
@@ -201,13 +209,22 @@ def submit_job(ctx: ToolContext, a: SubmitJobInput) -> JobStatusResult:
     return _status_result(jm.status(job_id))
 
 
-@register("job_status", input=JobIdInput, result=JobStatusResult, cost="instant", category="jobs")
+@register(
+    "job_status", input=JobIdInput, result=JobStatusResult, cost="instant", category="jobs", answer_fields=("status",)
+)
 def job_status(ctx: ToolContext, a: JobIdInput) -> JobStatusResult:
     """Status of a job: queued, running, done, failed or cancelled."""
     return _status_result(ctx.workspace.jobs.status(a.job_id))
 
 
-@register("job_result", input=JobResultInput, result=JobStatusResult, cost="instant", category="jobs")
+@register(
+    "job_result",
+    input=JobResultInput,
+    result=JobStatusResult,
+    cost="instant",
+    category="jobs",
+    answer_fields=("status",),
+)
 def job_result(ctx: ToolContext, a: JobResultInput) -> JobStatusResult:
     """The result of a finished job (optionally waiting up to wait_s seconds)."""
     jm = ctx.workspace.jobs
@@ -215,7 +232,9 @@ def job_result(ctx: ToolContext, a: JobResultInput) -> JobStatusResult:
     return _status_result(jm.status(a.job_id), rec.get("result"))
 
 
-@register("cancel_job", input=JobIdInput, result=JobStatusResult, cost="instant", category="jobs")
+@register(
+    "cancel_job", input=JobIdInput, result=JobStatusResult, cost="instant", category="jobs", answer_fields=("status",)
+)
 def cancel_job(ctx: ToolContext, a: JobIdInput) -> JobStatusResult:
     """Cancel a queued or running job (its worker process is killed)."""
     return _status_result(ctx.workspace.jobs.cancel(a.job_id))

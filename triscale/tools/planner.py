@@ -127,7 +127,18 @@ class PlanResult(ToolResult):
     ranking: list[Candidate] = Field(description="All candidates, best score first (top 50 listed).")
 
 
-@register("plan_experiments", input=PlanInput, result=PlanResult, cost="light", timeout_s=900, category="prediction")
+@register(
+    "plan_experiments",
+    input=PlanInput,
+    result=PlanResult,
+    cost="light",
+    timeout_s=900,
+    category="prediction",
+    compact=True,
+    keywords=(r"\bplan\b|\brank|\bwhich .* next\b|\bcandidates?\b|\bactive learning",),
+    needs_approval="expensive_method",  # calculator='dft' scores every candidate with DFT
+    answer_fields=("selected",),
+)
 def plan_experiments(ctx: ToolContext, a: PlanInput) -> PlanResult:
     """Rank candidate structures for the next simulations by the foundation model's prediction and committee
     uncertainty (UCB, expected improvement or max variance) and propose a batch."""

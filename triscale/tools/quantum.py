@@ -121,6 +121,8 @@ def _run_electronic(
     cost="heavy",
     timeout_s=900,
     category="quantum",
+    needs_approval="expensive_method",  # its own method argument: dft, hf, b3lyp, pyscf ...
+    answer_fields=("energy_eV", "homo_eV", "lumo_eV", "gap_eV", "dipole_magnitude_debye"),
 )
 def electronic_structure_tool(ctx: ToolContext, a: ElectronicStructureInput) -> ElectronicStructureResult:
     """Orbital energies, HOMO-LUMO gap, partial charges and dipole of a molecule from GFN2/GFN1-xTB (tblite) or
@@ -305,6 +307,7 @@ def _run_predict(atoms, model_ref: str, compare: bool, npz_path: str) -> dict[st
     cost="light",
     timeout_s=300,
     category="quantum",
+    answer_fields=("homo_eV", "lumo_eV", "gap_eV", "reference_gap_eV", "gap_error_eV"),
 )
 def predict_hamiltonian_tool(ctx: ToolContext, a: PredictHamiltonianInput) -> PredictHamiltonianResult:
     """Predict a molecule's AO Hamiltonian (Fock matrix) with a learned equivariant head on the foundation encoder

@@ -3,11 +3,18 @@
 A tool is a plain function ``func(ctx: ToolContext, args: InputModel) -> ResultModel`` registered with a name,
 a description, its pydantic input and result models, a cost class and a default wall-time limit. Heavy work
 inside a tool goes through ``ctx.compute(fn, ...)``, which runs ``fn`` in a worker process with the limit.
+
+The registration also holds what the agent needs to know about a tool (read by :mod:`triscale.agents`, so that a
+tool's metadata has one home): ``compact`` (offered to small local models), ``keywords`` (regular expressions on
+a lower-cased question that call for the tool), ``makes_structures_only`` (a builder: a run that called only
+these has computed nothing yet), ``needs_approval`` (a predicate on the *validated* input: whether a person must
+approve the call when approval is on) and ``answer_fields`` (the result fields that answer the usual question).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +37,8 @@ __all__ = [
     "list_tools",
     "call_tool",
     "format_validation_error",
+    "APPROVAL_POLICIES",
+    "uses_expensive_method",
 ]
 
 Cost = Literal["instant", "light", "heavy"]
@@ -66,6 +75,12 @@ class Tool:
     timeout_s: float = 600.0
     category: str = "simulation"
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # agent metadata (see the module docstring)
+    compact: bool = False
+    keywords: tuple[str, ...] = ()
+    makes_structures_only: bool = False
+    needs_approval: Callable[[Any], bool] | None = None
+    answer_fields: tuple[str, ...] = ()
 
     def __call__(self, workspace: Workspace | str, /, **kwargs: Any) -> ToolResult:
         return call_tool(self.name, kwargs, workspace)
@@ -84,8 +99,75 @@ class Tool:
             "input_schema": self.input_schema(),
         }
 
+    def validate_input(self, args: dict[str, Any] | BaseModel | None) -> ToolInput:
+        """``args`` as this tool's validated input model; a :class:`ToolInputError` naming the problem if not."""
+        if isinstance(args, self.input_model):
+            return args
+        if isinstance(args, BaseModel):
+            args = args.model_dump()
+        if args is not None and not isinstance(args, dict):
+            raise ToolInputError(f"Arguments for {self.name} must be a JSON object, got {type(args).__name__}.")
+        try:
+            return self.input_model.model_validate(args or {})
+        except ValidationError as e:
+            raise ToolInputError(format_validation_error(e, self.input_model, self.name)) from None
+
+    def approval_needed(self, args: dict[str, Any] | BaseModel | None) -> bool:
+        """Whether this call needs a person's approval: ``needs_approval`` on the validated arguments (every
+        spelling of a method counts the same). Arguments that do not validate need none: the call is refused
+        before anything runs."""
+        if self.needs_approval is None:
+            return False
+        try:
+            validated = self.validate_input(args)
+        except ToolInputError:
+            return False
+        return bool(self.needs_approval(validated))
+
 
 REGISTRY: dict[str, Tool] = {}
+
+# Calls that need a person's approval when approval is switched on: DFT/HF anywhere, and long MD.
+EXPENSIVE_METHODS = frozenset({"dft"})  # canonical names (``hf``, ``b3lyp``, ``pbe``, ``pyscf`` all become dft)
+LONG_MD_STEPS = 20_000
+
+
+def _method_of(value: Any) -> str | None:
+    """The canonical method of a ``calculator`` (spec or string) or ``method`` argument; None if unknown."""
+    from triscale.tools.calculators import canonical_method
+
+    raw = getattr(value, "method", value)
+    if not isinstance(raw, str):
+        return None
+    try:
+        return canonical_method(raw)
+    except ToolInputError:
+        return None  # an unknown method is refused when the tool runs
+
+
+def uses_expensive_method(args: BaseModel) -> bool:
+    """The validated input asks for DFT/HF, through ``calculator`` (a spec or a name) or ``method``."""
+    return any(_method_of(getattr(args, key, None)) in EXPENSIVE_METHODS for key in ("calculator", "method"))
+
+
+def _long_md(args: BaseModel) -> bool:
+    return uses_expensive_method(args) or int(getattr(args, "steps", 0) or 0) > LONG_MD_STEPS
+
+
+def _submitted_tool(args: BaseModel) -> bool:
+    """A background job needs the approval its tool would need."""
+    name = getattr(args, "tool", None)
+    if not isinstance(name, str) or name not in REGISTRY:
+        return False
+    return REGISTRY[name].approval_needed(getattr(args, "arguments", None) or {})
+
+
+# Named approval predicates (``register(..., needs_approval="expensive_method")``); a callable works as well.
+APPROVAL_POLICIES: dict[str, Callable[[Any], bool]] = {
+    "expensive_method": uses_expensive_method,
+    "expensive_method_or_long_md": _long_md,
+    "submitted_tool": _submitted_tool,
+}
 
 
 def register(
@@ -97,20 +179,57 @@ def register(
     timeout_s: float = 600.0,
     category: str = "simulation",
     description: str | None = None,
+    compact: bool = False,
+    keywords: tuple[str, ...] = (),
+    makes_structures_only: bool = False,
+    needs_approval: Callable[[Any], bool] | str | None = None,
+    answer_fields: tuple[str, ...] = (),
 ):
-    """Decorator: add ``func(ctx, args)`` to the registry under ``name``. The docstring is the description."""
+    """Decorator: add ``func(ctx, args)`` to the registry under ``name``. The docstring is the description.
+
+    The agent metadata is described in the module docstring; ``needs_approval`` is a predicate on the validated
+    input model or the name of one in :data:`APPROVAL_POLICIES`. ``answer_fields`` must be fields of ``result``.
+    """
+    if isinstance(needs_approval, str):
+        if needs_approval not in APPROVAL_POLICIES:
+            raise ValueError(f"Unknown approval policy {needs_approval!r}; known: {', '.join(APPROVAL_POLICIES)}.")
+        needs_approval = APPROVAL_POLICIES[needs_approval]
+    unknown = [f for f in answer_fields if f not in result.model_fields]
+    if unknown:
+        raise ValueError(f"{name}: answer_fields {unknown} are not fields of {result.__name__}.")
+    if isinstance(keywords, str):
+        raise TypeError(f"{name}: keywords must be a tuple of regular expressions, not one string.")
+    for k in keywords:
+        re.compile(k)  # a bad pattern fails at import, not in the middle of a run
 
     def deco(func: Callable[[ToolContext, Any], ToolResult]):
         desc = description or " ".join((func.__doc__ or name).split())
-        REGISTRY[name] = Tool(name, desc, input, result, func, cost, timeout_s, category)
+        REGISTRY[name] = Tool(
+            name,
+            desc,
+            input,
+            result,
+            func,
+            cost,
+            timeout_s,
+            category,
+            compact=compact,
+            keywords=tuple(keywords),
+            makes_structures_only=makes_structures_only,
+            needs_approval=needs_approval,
+            answer_fields=tuple(answer_fields),
+        )
         return func
 
     return deco
 
 
 def _ensure_loaded() -> None:
-    # The tool modules register themselves on import.
-    from triscale.tools import builders, continuum, jobs, planner, quantum, simulation  # noqa: F401
+    # The tool modules register themselves on import (the registry keeps this order: agents list tools in it).
+    import importlib
+
+    for module in ("builders", "continuum", "jobs", "planner", "quantum", "simulation", "analysis"):
+        importlib.import_module(f"triscale.tools.{module}")
 
 
 def list_tools(category: str | None = None) -> list[Tool]:

@@ -89,7 +89,17 @@ class SinglePointResult(ToolResult):
     )
 
 
-@register("single_point", input=CalcInput, result=SinglePointResult, cost="heavy", timeout_s=600)
+@register(
+    "single_point",
+    input=CalcInput,
+    result=SinglePointResult,
+    cost="heavy",
+    timeout_s=600,
+    compact=True,
+    keywords=(r"\bsingle[- ]point\b|\bdipole|\bcharges?\b|\bforces?\b|\bstress\b",),
+    needs_approval="expensive_method",
+    answer_fields=("energy_eV", "dipole_magnitude_debye", "pressure_GPa"),
+)
 def single_point(ctx: ToolContext, a: CalcInput) -> SinglePointResult:
     """Energy, forces (max/RMS), stress and pressure (crystals), dipole and charges (xTB, DFT)."""
     sid, atoms, spec = _prepare(ctx, a)
@@ -166,7 +176,17 @@ class OptimizeResult(ToolResult):
     trajectory_file: str
 
 
-@register("optimize_geometry", input=OptimizeInput, result=OptimizeResult, cost="heavy", timeout_s=1200)
+@register(
+    "optimize_geometry",
+    input=OptimizeInput,
+    result=OptimizeResult,
+    cost="heavy",
+    timeout_s=1200,
+    compact=True,
+    keywords=(r"\boptimi[sz]|\brelax|\bminimi[sz]|\bgeometry\b|\bequilibrium structure",),
+    needs_approval="expensive_method",
+    answer_fields=("energy_final_eV", "max_force_eV_per_A"),
+)
 def optimize_geometry(ctx: ToolContext, a: OptimizeInput) -> OptimizeResult:
     """Relax atomic positions (BFGS/FIRE/LBFGS to fmax), optionally with the cell (FrechetCellFilter).
     Stores the optimised structure and its trajectory."""
@@ -274,7 +294,17 @@ class MDResult(ToolResult):
     trajectory_file: str
 
 
-@register("molecular_dynamics", input=MDInput, result=MDResult, cost="heavy", timeout_s=1800)
+@register(
+    "molecular_dynamics",
+    input=MDInput,
+    result=MDResult,
+    cost="heavy",
+    timeout_s=1800,
+    compact=True,
+    keywords=(r"\bmolecular dynamics\b|\bmd\b|\bnvt\b|\bnve\b|\bnpt\b|\btrajectory|\bsimulate .* at \d+ ?k\b",),
+    needs_approval="expensive_method_or_long_md",
+    answer_fields=("temperature_mean_K", "potential_energy_final_eV", "energy_drift_eV_per_atom_per_ps"),
+)
 def molecular_dynamics(ctx: ToolContext, a: MDInput) -> MDResult:
     """Run MD (NVE, Langevin NVT, or NPT for crystals), save the trajectory, and summarise temperature and
     energy drift. Stores the final frame."""
@@ -423,7 +453,17 @@ def _to_cm1(energies: np.ndarray) -> np.ndarray:
     return np.where(np.abs(e.imag) > np.abs(e.real), -np.abs(e.imag), e.real) / units.invcm
 
 
-@register("vibrational_analysis", input=VibInput, result=VibResult, cost="heavy", timeout_s=1200)
+@register(
+    "vibrational_analysis",
+    input=VibInput,
+    result=VibResult,
+    cost="heavy",
+    timeout_s=1200,
+    compact=True,
+    keywords=(r"\bvibrat|\bfrequenc|\bzero[- ]point|\bzpe\b|\bir spectrum|\bnormal modes?\b",),
+    needs_approval="expensive_method",
+    answer_fields=("zero_point_energy_eV", "vibrational_frequencies_cm1", "n_imaginary"),
+)
 def vibrational_analysis(ctx: ToolContext, a: VibInput) -> VibResult:
     """Harmonic vibrational frequencies (finite differences, ASE Vibrations), IR intensities where the
     calculator gives dipoles, and the zero-point energy. Optimises the geometry first by default."""
@@ -495,7 +535,17 @@ class ThermoResult(ToolResult):
     vibrational_frequencies_cm1: list[float]
 
 
-@register("thermochemistry", input=ThermoInput, result=ThermoResult, cost="heavy", timeout_s=1200)
+@register(
+    "thermochemistry",
+    input=ThermoInput,
+    result=ThermoResult,
+    cost="heavy",
+    timeout_s=1200,
+    compact=True,
+    keywords=(r"\bgibbs|\benthalpy|\bentropy|\bthermochem|\bfree energy|\bheat capacity",),
+    needs_approval="expensive_method",
+    answer_fields=("gibbs_free_energy_eV", "enthalpy_eV", "entropy_eV_per_K", "zero_point_energy_eV"),
+)
 def thermochemistry(ctx: ToolContext, a: ThermoInput) -> ThermoResult:
     """Ideal-gas thermochemistry of a molecule (ASE IdealGasThermo): enthalpy, entropy and Gibbs energy at
     temperature_K and pressure_Pa from a harmonic vibrational analysis."""
@@ -596,7 +646,17 @@ def _conventional_lattice(atoms: Atoms) -> dict[str, Any]:
     return {"name": lat.name}
 
 
-@register("equation_of_state", input=EOSInput, result=EOSResult, cost="heavy", timeout_s=900)
+@register(
+    "equation_of_state",
+    input=EOSInput,
+    result=EOSResult,
+    cost="heavy",
+    timeout_s=900,
+    compact=True,
+    keywords=(r"\blattice (constant|parameter)|\bequation of state|\beos\b|\bbulk modulus|\bequilibrium volume",),
+    needs_approval="expensive_method",
+    answer_fields=("lattice_constant_A", "bulk_modulus_GPa", "equilibrium_volume_A3"),
+)
 def equation_of_state(ctx: ToolContext, a: EOSInput) -> EOSResult:
     """Energy-volume scan of a crystal (uniform scaling, fixed fractional coordinates) fitted with ase.eos:
     equilibrium volume, bulk modulus and the lattice constant. Stores the equilibrium structure."""
@@ -722,7 +782,17 @@ class ReactionResult(ToolResult):
     temperature_K: float | None = None
 
 
-@register("reaction_energy", input=ReactionInput, result=ReactionResult, cost="heavy", timeout_s=1800)
+@register(
+    "reaction_energy",
+    input=ReactionInput,
+    result=ReactionResult,
+    cost="heavy",
+    timeout_s=1800,
+    compact=True,
+    keywords=(r"\breaction\b|->|→|\bcombustion\b|\bformation energy|\batomi[sz]ation energy",),
+    needs_approval="expensive_method",
+    answer_fields=("reaction_energy_eV", "reaction_energy_kJ_per_mol", "reaction_gibbs_energy_eV"),
+)
 def reaction_energy(ctx: ToolContext, a: ReactionInput) -> ReactionResult:
     """Reaction energy (and optionally enthalpy and Gibbs energy) of a balanced reaction of named species:
     each species is built, relaxed and computed with the same method."""
@@ -844,7 +914,17 @@ class OrbitalResult(ToolResult):
     occupations: list[float]
 
 
-@register("orbital_energies", input=OrbitalInput, result=OrbitalResult, cost="heavy", timeout_s=600)
+@register(
+    "orbital_energies",
+    input=OrbitalInput,
+    result=OrbitalResult,
+    cost="heavy",
+    timeout_s=600,
+    compact=True,
+    keywords=(r"\bhomo\b|\blumo\b|\bgap\b|\borbital",),
+    needs_approval="expensive_method",
+    answer_fields=("homo_eV", "lumo_eV", "gap_eV"),
+)
 def orbital_energies(ctx: ToolContext, a: OrbitalInput) -> OrbitalResult:
     """HOMO, LUMO, HOMO-LUMO gap and orbital energies around the gap from GFN2/GFN1-xTB (tblite) or DFT/HF
     (PySCF)."""
@@ -911,6 +991,9 @@ class PredictResult(SinglePointResult):
     cost="light",
     timeout_s=300,
     category="prediction",
+    compact=True,
+    keywords=(r"\bpredict|\bfoundation model|\buncertaint|\btriscale\b|\bcommittee",),
+    answer_fields=("energy_eV", "energy_per_atom_eV", "max_force_eV_per_A", "gap_eV"),
 )
 def predict_properties(ctx: ToolContext, a: PredictInput) -> PredictResult:
     """Energy, forces and stress from the TriScale foundation model (optionally with fine-tuned adapters); a
