@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from triscale.common import VERSION as __version__
+
 __all__ = ["__version__", "calculator", "load"]
 
 if TYPE_CHECKING:  # pragma: no cover

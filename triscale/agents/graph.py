@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from triscale.agents.answer import FinalAnswer, ModelAnswer, ToolRecord, assemble_answer
+from triscale.agents.middleware import message_text
 from triscale.agents.prompts import system_prompt
 from triscale.tools import Workspace, list_tools
 
@@ -70,12 +71,6 @@ def default_checkpointer(path: str | Path | None):
     from langgraph.checkpoint.memory import InMemorySaver
 
     return InMemorySaver()
-
-
-def _text(content: Any) -> str:
-    from triscale.agents.middleware import _text as t
-
-    return t(content)
 
 
 class ScienceAgent:
@@ -232,7 +227,7 @@ class ScienceAgent:
                 name, args = args_by_id.get(m.tool_call_id, (m.artifact["tool"], {}))
                 records.append(ToolRecord(name=name, args=args, result=m.artifact, lc_id=m.tool_call_id))
         last = next((m for m in reversed(turn) if isinstance(m, AIMessage)), None)
-        final_text = _text(last.content) if last is not None and not last.tool_calls else ""
+        final_text = message_text(last.content) if last is not None and not last.tool_calls else ""
         stop = self.guard.stop_reason
         if final_text and "limit" in final_text.lower() and "exceeded" in final_text.lower():
             stop, final_text = "call_limit", ""

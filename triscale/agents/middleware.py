@@ -16,7 +16,14 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResp
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.errors import GraphBubbleUp
 
-__all__ = ["TriScaleMiddleware", "is_expensive", "makes_structures_only", "tool_error_content", "canonical_call"]
+__all__ = [
+    "TriScaleMiddleware",
+    "canonical_call",
+    "is_expensive",
+    "makes_structures_only",
+    "message_text",
+    "tool_error_content",
+]
 
 
 def makes_structures_only(name: str) -> bool:
@@ -52,7 +59,8 @@ def canonical_call(name: str, args: dict[str, Any]) -> str:
     return name + ":" + json.dumps(args, sort_keys=True, default=str)
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
+    """The text of a LangChain message content (a string or a list of text/tool blocks)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -114,7 +122,9 @@ class TriScaleMiddleware(AgentMiddleware):
         """Only the schemas of the tools the latest question calls for (``select``); all when none match."""
         from langchain_core.messages import HumanMessage
 
-        question = next((_text(m.content) for m in reversed(request.messages) if isinstance(m, HumanMessage)), "")
+        question = next(
+            (message_text(m.content) for m in reversed(request.messages) if isinstance(m, HumanMessage)), ""
+        )
         names = [getattr(t, "name", None) for t in request.tools]
         keep = set(self.select(question, [n for n in names if n])) if question else set()
         self.narrowed = bool(keep)
@@ -157,7 +167,7 @@ class TriScaleMiddleware(AgentMiddleware):
                         reason="repeated identical tool calls; run ended",
                         calls=[{"name": t["name"], "args": t["args"]} for t in repeats],
                     )
-                ai = AIMessage(content=_text(ai.content), id=ai.id)
+                ai = AIMessage(content=message_text(ai.content), id=ai.id)
                 response = ModelResponse(result=[ai], structured_response=None)
         if self.log is not None and ai is not None:
             self.log.write(
@@ -166,7 +176,7 @@ class TriScaleMiddleware(AgentMiddleware):
                 wall_time_s=round(dt, 4),
                 n_messages_in=len(request.messages),
                 tools_offered=[getattr(t, "name", "?") for t in request.tools],
-                content=_text(ai.content),
+                content=message_text(ai.content),
                 tool_calls=[{"name": t["name"], "args": t.get("args"), "id": t.get("id")} for t in ai.tool_calls],
                 usage=getattr(ai, "usage_metadata", None),
                 structured=getattr(response, "structured_response", None) is not None
@@ -177,7 +187,7 @@ class TriScaleMiddleware(AgentMiddleware):
             with self._cond:
                 self._order = [tc.get("id") or "" for tc in ai.tool_calls]
                 self._done = set()
-            self._emit("model", content=_text(ai.content), tool_calls=list(ai.tool_calls))
+            self._emit("model", content=message_text(ai.content), tool_calls=list(ai.tool_calls))
         return response
 
     def _wait_turn(self, lc_id: str) -> None:
@@ -221,7 +231,7 @@ class TriScaleMiddleware(AgentMiddleware):
                     status="ok" if ok else "error",
                     wall_time_s=dt,
                     result=msg.artifact if ok else None,
-                    content=_text(msg.content),
+                    content=message_text(msg.content),
                     note=note,
                 )
             self._emit(
@@ -229,7 +239,7 @@ class TriScaleMiddleware(AgentMiddleware):
                 name=name,
                 args=args,
                 ok=ok,
-                content=_text(msg.content),
+                content=message_text(msg.content),
                 artifact=msg.artifact if ok else None,
                 wall_time_s=dt,
             )
@@ -281,5 +291,5 @@ class TriScaleMiddleware(AgentMiddleware):
         with self._cond:
             self.n_ok += ok
             self.computed = self.computed or (ok and not makes_structures_only(name))
-            self.seen[key] = {"count": 1, "content": _text(msg.content)[:2000], "ok": ok, "n_ok": self.n_ok}
+            self.seen[key] = {"count": 1, "content": message_text(msg.content)[:2000], "ok": ok, "n_ok": self.n_ok}
         return done(msg)

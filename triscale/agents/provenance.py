@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from triscale.common import file_sha256 as common_sha256
+
 __all__ = [
     "RunLog",
     "new_run_id",
@@ -51,19 +53,15 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while block := f.read(chunk):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = common_sha256(p, chunk)
     return _SHA_CACHE[key]
 
 
 def weights_fingerprint(ref: str, workspace_root: str | Path | None = None) -> dict[str, str] | None:
     """``{file: sha256}`` of the weight files of a checkpoint name or a model/adapter directory, if found."""
-    from triscale.tools.calculators import _CHECKPOINT_DIR
+    from triscale.foundation.checkpoints import CHECKPOINT_DIR
 
-    candidates = [Path(ref).expanduser(), _CHECKPOINT_DIR / ref]
+    candidates = [Path(ref).expanduser(), CHECKPOINT_DIR / ref]
     if workspace_root is not None:
         candidates.insert(0, Path(workspace_root) / ref)
     for d in candidates:

@@ -7,7 +7,6 @@ Records are dicts with the columns of :mod:`triscale.foundation.datasets` (``num
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from triscale.common import file_sha256 as common_sha256
 from triscale.foundation import keys as K
 
 PROPERTY = "REF_property"  # (B,) float64, the user's scalar, in the recipe's unit
@@ -146,14 +146,9 @@ def _read_property_csv(path: Path, key: str) -> list[dict]:
 
 
 def file_sha256(path: str | Path) -> str | None:
+    """SHA-256 of a data file, or None when ``path`` is not a file (an HF dataset directory)."""
     path = Path(path)
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return common_sha256(path) if path.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------------------------

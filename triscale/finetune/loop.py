@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from triscale.common import atomic_write_json
+
 #: keys of every training row of ``metrics.jsonl`` (a task adds its own ``train_*`` and ``val_*`` keys)
 ROW_KEYS = ("epoch", "step", "train_loss", "lr", "seconds", "val_loss")
 PROGRESS_KEYS = ("epoch", "step", "best_val_loss", "best_epoch", "bad_epochs", "stopped")
@@ -110,9 +112,7 @@ def snapshot(model) -> dict[str, torch.Tensor]:
 
 def atomic_json(path: Path, data: dict) -> None:
     """Write JSON so that a reader sees the old or the new file, never half of one."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, data, indent=1)
 
 
 def graphs_sha256(*graph_sets: Sequence[dict[str, torch.Tensor]]) -> str:

@@ -41,7 +41,7 @@ REF_WEIGHT = "REF_weight"  # (B,) float64: loss weight of each structure (1 for 
 # loss
 def weighted_loss(out: dict, batch: dict, weights) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-structure-weighted MSE of energy per atom, force components and stress (labels that are present)."""
-    from triscale.foundation.training import _voigt_to_3x3
+    from triscale.foundation.training import voigt_to_3x3
 
     gw = batch[REF_WEIGHT]
     aw = gw[batch[K.BATCH]]
@@ -52,7 +52,7 @@ def weighted_loss(out: dict, batch: dict, weights) -> tuple[torch.Tensor, dict[s
     f = out[K.FORCES].to(torch.float64) - batch[K.REF_FORCES]
     terms.append(("forces", f, aw.unsqueeze(-1).expand_as(f), weights.forces))
     if K.STRESS in out:
-        s = out[K.STRESS].to(torch.float64) - _voigt_to_3x3(batch[K.REF_STRESS])
+        s = out[K.STRESS].to(torch.float64) - voigt_to_3x3(batch[K.REF_STRESS])
         terms.append(("stress", s, gw.view(-1, 1, 1).expand_as(s), weights.stress))
     for name, diff, w, factor in terms:
         mask = torch.isfinite(diff)

@@ -25,7 +25,7 @@ def _full_3x3_to_voigt(stress: np.ndarray) -> np.ndarray:
     return np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]])
 
 
-def _unwrap(model) -> torch.nn.Module:
+def unwrap_model(model) -> torch.nn.Module:
     """The FoundationModel inside a PEFT wrapper (for its config); the wrapper itself still runs forward."""
     base = model
     while not hasattr(base, "config") or not hasattr(base.config, "cutoff"):
@@ -96,9 +96,9 @@ class TriScaleCalculator(Calculator):
         self.dtype = _DTYPES[dtype]
         self.device = torch.device(device)
         self.models = [m.to(device=self.device, dtype=self.dtype).eval() for m in members]
-        self.config = _unwrap(self.models[0]).config
+        self.config = unwrap_model(self.models[0]).config
         for m in self.models[1:]:
-            other = _unwrap(m).config
+            other = unwrap_model(m).config
             if other.cutoff != self.config.cutoff or other.domains != self.config.domains:
                 raise ValueError("committee members must share cutoff and domains")
         if domain is not None:

@@ -269,9 +269,9 @@ class ModelPhysicsTests:
 
 def physics_model_config(model):
     """The object with ``.config`` of the FoundationModel (through a PEFT wrapper if needed)."""
-    from triscale.foundation.calculator import _unwrap
+    from triscale.foundation.calculator import unwrap_model
 
-    return _unwrap(model)
+    return unwrap_model(model)
 
 
 def _voigt(stress: np.ndarray) -> np.ndarray:

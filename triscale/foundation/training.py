@@ -86,7 +86,7 @@ def mean_num_neighbors(graphs: Iterable[dict[str, torch.Tensor]]) -> float:
     return edges / max(atoms, 1)
 
 
-def _voigt_to_3x3(voigt: torch.Tensor) -> torch.Tensor:
+def voigt_to_3x3(voigt: torch.Tensor) -> torch.Tensor:
     xx, yy, zz, yz, xz, xy = voigt.unbind(-1)
     return torch.stack(
         [torch.stack([xx, xy, xz], -1), torch.stack([xy, yy, yz], -1), torch.stack([xz, yz, zz], -1)], -2
@@ -105,7 +105,7 @@ def losses_and_errors(out: dict[str, torch.Tensor], batch: dict[str, torch.Tenso
         "forces": out[K.FORCES].to(torch.float64) - batch[K.REF_FORCES],
     }
     if K.STRESS in out:
-        diffs["stress"] = out[K.STRESS].to(torch.float64) - _voigt_to_3x3(batch[K.REF_STRESS])
+        diffs["stress"] = out[K.STRESS].to(torch.float64) - voigt_to_3x3(batch[K.REF_STRESS])
     if K.DIPOLE in out:
         diffs["dipole"] = out[K.DIPOLE].to(torch.float64) - batch[K.REF_DIPOLE]
     result: dict[str, torch.Tensor] = {}
