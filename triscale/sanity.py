@@ -62,8 +62,7 @@ def _check_cell(atoms: Atoms, min_height: float, max_coordinate: float) -> None:
     lengths = np.linalg.norm(cell, axis=1)
     if np.any(lengths > max_coordinate):
         raise StructureCheckError(
-            f"The cell vectors are {np.array2string(lengths, precision=4)} Å long; the limit is "
-            f"{max_coordinate:g} Å.",
+            f"The cell vectors are {np.array2string(lengths, precision=4)} Å long; the limit is {max_coordinate:g} Å.",
             hint="Check the cell's units (Å).",
         )
     if not pbc.any():
@@ -88,8 +87,8 @@ def _check_cell(atoms: Atoms, min_height: float, max_coordinate: float) -> None:
     if short.any():
         shown = ", ".join(f"{n} = {v:.3g} Å" for n, v in zip(names[short], lengths[short]))
         raise StructureCheckError(
-            f"The cell is far too small: {shown}, shorter than any bond (each periodic cell vector must be at "
-            f"least {min_height:g} Å).",
+            f"Atoms overlap their periodic images: the cell is far too small ({shown}; each periodic cell vector "
+            f"must be at least {min_height:g} Å, shorter than any bond).",
             hint="Check the lattice constant and its units (Å).",
         )
     _, heights = _periodic_geometry(cell, pbc)

@@ -21,9 +21,7 @@ def check_symbol(symbol: str) -> str:
     s = str(symbol).strip()
     s = s[:1].upper() + s[1:].lower()
     if s not in chemical_symbols[1:]:
-        raise ToolInputError(
-            f"Unknown element {symbol!r}.", hint="Use an element symbol such as 'Cu', 'O', 'Si'."
-        )
+        raise ToolInputError(f"Unknown element {symbol!r}.", hint="Use an element symbol such as 'Cu', 'O', 'Si'.")
     return s
 
 
