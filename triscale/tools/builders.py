@@ -29,8 +29,18 @@ MAX_SMILES_LENGTH = 400
 MAX_SMILES_HEAVY_ATOMS = 100
 #: Molecules with more atoms (hydrogens included) than this are refused before embedding.
 MAX_SMILES_ATOMS = 500
+#: Molecules up to this many heavy atoms embed in the caller's process (~0.2 s for 30 carbons, and RDKit's own
+#: per-attempt timeout bounds it); larger ones go to a worker with the tool's limit, whose start costs ~0.5 s
+#: because the worker imports RDKit.
+INLINE_EMBED_HEAVY_ATOMS = 30
+#: RDKit's own limit on one embedding attempt (seconds).
+_EMBED_ATTEMPT_TIMEOUT_S = 10
 #: Structure files larger than this are refused before parsing.
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
+#: Plain-text files (xyz, extxyz, POSCAR) up to this size parse in the caller's process (a few ms, linear in the
+#: size); larger files, CIF (symmetry expansion) and traj go to a worker with the tool's limit (~70 ms to start).
+_INLINE_READ_BYTES = 64 * 1024
+_INLINE_READ_FORMATS = ("extxyz", "xyz", "vasp")
 #: Largest |h|, |k|, |l| accepted by build_surface.
 MAX_MILLER_INDEX = 12
 
@@ -139,6 +149,7 @@ def _embed_smiles(smiles: str, seed: int) -> Atoms:
     mol = _parse_smiles(smiles)
     params = AllChem.ETKDGv3()
     params.randomSeed = seed
+    params.timeout = _EMBED_ATTEMPT_TIMEOUT_S
     if AllChem.EmbedMolecule(mol, params) != 0:
         params.useRandomCoords = True
         if AllChem.EmbedMolecule(mol, params) != 0:
@@ -160,9 +171,11 @@ def molecule_from_smiles(smiles: str, seed: int = 0xF00D, *, compute: Any = None
 
     The size limits (:data:`MAX_SMILES_LENGTH` characters, :data:`MAX_SMILES_HEAVY_ATOMS` heavy atoms,
     :data:`MAX_SMILES_ATOMS` atoms) are checked here before any embedding; ``compute`` (a tool's
-    ``ctx.compute``) runs the embedding in a worker with the tool's wall-time limit, default: in this process.
+    ``ctx.compute``) runs the embedding of molecules above :data:`INLINE_EMBED_HEAVY_ATOMS` heavy atoms in a
+    worker with the tool's wall-time limit; default: in this process.
     """
-    _parse_smiles(smiles)
+    if _parse_smiles(smiles).GetNumHeavyAtoms() <= INLINE_EMBED_HEAVY_ATOMS:
+        compute = None
     return (compute or _inline)(_embed_smiles, str(smiles).strip(), seed, label="RDKit 3D embedding")
 
 
@@ -584,7 +597,8 @@ def import_structure(ctx: ToolContext, a: ImportInput) -> StructureResult:
             f"{MAX_IMPORT_BYTES // 2**20} MiB.",
             hint="Extract the frame you need into a smaller file.",
         )
-    atoms = ctx.compute(_read_frame, str(path), fmt, a.index, a.path, label=f"reading {a.path}")
+    small = size <= _INLINE_READ_BYTES and fmt in _INLINE_READ_FORMATS
+    atoms = (_inline if small else ctx.compute)(_read_frame, str(path), fmt, a.index, a.path, label=f"reading {a.path}")
     sid = ctx.store(atoms, label=a.label or path.name)
     return _result(ctx, sid)
 
