@@ -257,3 +257,170 @@ def test_md_of_a_single_atom_is_a_clear_error(seeded, call):
     assert one.n_atoms == 1
     with pytest.raises(ToolInputError, match="at least 2 atoms.*make_supercell"):
         call("molecular_dynamics", structure_id=one.structure_id, calculator="emt", steps=5)
+
+
+# --------------------------------------------------------------------------- limits before work, sane structures
+
+_TINY_CELL = 'Lattice="0.01 0 0 0 0.01 0 0 0 0.01" Properties=species:S:1:pos:R:3 pbc="T T T"'
+_ZERO_CIF = """data_zero
+_cell_length_a 0
+_cell_length_b 0
+_cell_length_c 0
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+Cu1 Cu 0 0 0
+Cu2 Cu 0.5 0.5 0
+"""
+
+FILE_CASES = {
+    # name: (file name, contents, extra args, error class, regex)
+    "1-atom cell of 0.01 Å": ("tiny.xyz", f"1\n{_TINY_CELL}\nCu 0 0 0\n", {}, ToolInputError, "cell is far too small"),
+    "CIF with a zero cell": ("zero.cif", _ZERO_CIF, {}, ToolInputError, r"no usable 3D unit cell \(a, b, c = 0, 0, 0"),
+    "frame -1000 of 2": ("two.xyz", "1\n\nH 0 0 0\n1\n\nH 1 0 0\n", {"index": -1000}, ToolInputError, "index -1000"),
+    "frame 2 of 2": ("two.xyz", "1\n\nH 0 0 0\n1\n\nH 1 0 0\n", {"index": 2}, ToolInputError, "has 2 frames"),
+    "coincident atoms": ("same.xyz", "2\n\nH 0 0 0\nH 0 0 0\n", {}, ToolInputError, "Atoms overlap.*0.000 Å"),
+    "atoms 1e12 Å apart": ("far.xyz", "2\n\nH 0 0 0\nH 1e12 0 0\n", {}, ToolInputError, "out of range.*1e\\+12"),
+    "near-singular cell": (
+        "flat.xyz",
+        '1\nLattice="3 0 0 0 3 0 3 3 0.2" Properties=species:S:1:pos:R:3 pbc="T T T"\nCu 0 0 0\n',
+        {},
+        ToolInputError,
+        "nearly singular",
+    ),
+    "linearly dependent cell": (
+        "dep.xyz",
+        '1\nLattice="3 0 0 0 3 0 3 3 0" Properties=species:S:1:pos:R:3 pbc="T T T"\nCu 0 0 0\n',
+        {},
+        ToolInputError,
+        "zero volume",
+    ),
+    "CIF read in a worker, tiny cell": (
+        "tiny.cif",
+        _ZERO_CIF.replace(" 0\n_cell_length_b 0\n_cell_length_c 0", " 0.01\n_cell_length_b 0.01\n_cell_length_c 0.01"),
+        {},
+        ToolInputError,
+        "cell is far too small",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_import_refuses_unphysical_files(seeded, call, case):
+    name, text, extra, err, pattern = FILE_CASES[case]
+    _write(seeded, name, text)
+    n = seeded.count()
+    with pytest.raises(err, match=pattern):
+        call("import_structure", path=name, **extra)
+    assert seeded.count() == n
+
+
+def test_import_frame_indices_in_range(seeded, call):
+    _write(seeded, "two.xyz", "1\n\nH 0 0 0\n1\n\nH 1 0 0\n")
+    for index, x in [(0, 0.0), (1, 1.0), (-1, 1.0), (-2, 0.0)]:
+        r = call("import_structure", path="two.xyz", index=index)
+        assert seeded.get(r.structure_id).positions[0, 0] == x
+
+
+def test_import_file_size_checked_before_parsing(seeded, call, monkeypatch):
+    from triscale.tools import builders
+
+    _write(seeded, "w.xyz", "3\n\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
+    monkeypatch.setattr(builders, "MAX_IMPORT_BYTES", 10)
+    with pytest.raises(ToolLimitError, match="reads files up to"):
+        call("import_structure", path="w.xyz")
+
+
+BUILD_CASES = {
+    "repeat overflowing int64": (
+        "build_bulk",
+        {"name": "Cu", "repeat": [4294967296, 4294967296, 1]},
+        ToolLimitError,
+        "18446744073709551616 atoms",
+    ),
+    "supercell overflowing int64": (
+        "make_supercell",
+        {"structure_id": "st1", "repeat": [2**40, 2**40, 1]},
+        ToolLimitError,
+        "limit 20000",
+    ),
+    "negative repeat": ("build_bulk", {"name": "Cu", "repeat": [-1, 1, 1]}, ToolInputError, "≥ 1"),
+    "160-carbon SMILES": ("build_molecule", {"smiles": "C" * 160}, ToolLimitError, "160 heavy atoms.*stops at 100"),
+    "SMILES too long": ("build_molecule", {"smiles": "C" * 401}, ToolLimitError, "401 characters"),
+    "auto-built big SMILES": ("structure_info", {"structure_id": "C" * 150}, ToolLimitError, "150 heavy atoms"),
+    "huge Miller indices": ("build_surface", {"structure_id": "st1", "miller": [99, 1, 1]}, ToolLimitError, "Miller"),
+    "cell of 0.4 Å": ("build_bulk", {"name": "Cu", "a_A": 0.6}, ToolInputError, "cell is far too small"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUILD_CASES))
+def test_builder_limits_before_work(seeded, case):
+    tool, args, err, pattern = BUILD_CASES[case]
+    n = seeded.count()
+    with pytest.raises(err, match=pattern):
+        call_tool(tool, args, seeded)
+    assert seeded.count() == n
+
+
+def test_large_smiles_embedding_has_a_wall_time_limit(tmp_path):
+    from triscale.tools import ToolTimeoutError, Workspace
+
+    ws = Workspace(tmp_path / "slow", timeout_s=0.2)  # 90 heavy atoms: seconds of embedding, in a worker
+    with pytest.raises(ToolTimeoutError, match="RDKit 3D embedding exceeded its 0.2 s"):
+        call_tool("build_molecule", {"smiles": "C" * 90}, ws)
+    assert ws.count() == 0
+
+
+def test_sane_structures_still_build(call):
+    r = call("build_molecule", smiles="CC(=O)Oc1ccccc1C(=O)O")  # inline: 13 heavy atoms
+    assert r.formula == "C9H8O4" and r.min_distance_A > 0.9
+    big = call("build_molecule", smiles="C" * 32)  # worker: 32 heavy atoms
+    assert big.n_atoms == 98 and big.min_distance_A > 0.9
+    slab = call("build_surface", structure_id="Pt", miller=[2, 1, 1], layers=3)
+    assert slab.periodic and slab.min_distance_A > 2.0
+
+
+EXPORT_CASES = {
+    "the structure store": ("structures.db", {"format": "extxyz"}, "workspace's own records"),
+    "the call log": ("calls.jsonl", {"format": "xyz"}, "workspace's own records"),
+    "the store's journal": ("structures.db-journal", {"format": "xyz"}, "workspace's own records"),
+    "a job record": ("jobs/job1.json", {"format": "xyz"}, "workspace's own records"),
+    "the jobs folder": ("jobs", {"format": "xyz"}, "workspace's own records"),
+    "the workspace folder": (".", {"format": "xyz"}, "workspace folder itself"),
+    "a folder": ("sub", {"format": "xyz"}, "is a folder"),
+    "a user file": ("notes.xyz", {}, "already exists and was not written by export_structure"),
+    "internal even with overwrite": ("calls.jsonl", {"format": "xyz", "overwrite": True}, "own records"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXPORT_CASES))
+def test_export_never_overwrites_workspace_records(seeded, call, case):
+    ws = seeded
+    (ws.root / "sub").mkdir()
+    (ws.root / "notes.xyz").write_text("mine")
+    (ws.root / "jobs").mkdir(exist_ok=True)
+    (ws.root / "jobs" / "job1.json").write_text("{}")
+    path, extra, pattern = EXPORT_CASES[case]
+    before = {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file() and p.name != "calls.jsonl"}
+    log = (ws.root / "calls.jsonl").read_text()
+    with pytest.raises(ToolInputError, match=pattern):
+        call("export_structure", structure_id="st2", path=path, **extra)
+    assert {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file() and p.name != "calls.jsonl"} == before
+    assert (ws.root / "calls.jsonl").read_text().startswith(log)  # only appended to (the refused call)
+    assert ws.count() == 2
+
+
+def test_export_overwrite_rules(seeded, call):
+    ws = seeded
+    first = call("export_structure", structure_id="st1", path="out/cu.cif")
+    again = call("export_structure", structure_id="st1", path="out/cu.cif")  # its own earlier export: replaced
+    assert first.file == again.file == "out/cu.cif"
+    (ws.root / "notes.xyz").write_text("mine")
+    call("export_structure", structure_id="st2", path="notes.xyz", overwrite=True)
+    assert ws.root.joinpath("notes.xyz").read_text().startswith("3\n")

@@ -21,6 +21,30 @@ def run_predict(
     """``properties``: property-head committees (``triscale.finetune.load_property_model``) whose prediction and
     spread join each row the committee supports (``unsupported(atoms)`` is None)."""
     from ase.io import read
+
+    from triscale.sanity import StructureCheckError, check_structure
+
+    # read and check every frame before the model loads: a bad structure is refused in milliseconds, with exit
+    # code 1 and one clear line on stderr, instead of a NaN (coincident atoms), a meaningless number (atoms 0.1 Å
+    # apart) or a crash inside the neighbour search (atoms 1e12 Å apart, a 0.01 Å cell)
+    inputs = []
+    for path in files:
+        if not Path(path).is_file():
+            raise SystemExit(f"error: no such file: {path}")
+        try:
+            frames = read(str(path), index=":")
+        except Exception as err:  # ASE raises many types for malformed files
+            raise SystemExit(f"error: cannot read {path}: {err}") from None
+        if not frames:
+            raise SystemExit(f"error: {path}: no structure found in the file")
+        for index, atoms in enumerate(frames):
+            try:
+                check_structure(atoms)
+            except StructureCheckError as err:
+                hint = f" Hint: {err.hint}" if err.hint else ""
+                raise SystemExit(f"error: {path} frame {index}: {err.message}{hint}") from None
+        inputs.append((path, frames))
+
     from rich.console import Console
     from rich.table import Table
     from transformers.utils import logging as hf_logging
@@ -30,15 +54,11 @@ def run_predict(
     hf_logging.disable_progress_bar()  # a command-line run: no "Loading weights" bars around the table
     calc = triscale.calculator(model, domain=domain, adapters=adapters, dtype=dtype)
     rows = []
-    for path in files:
-        if not Path(path).is_file():
-            raise SystemExit(f"error: no such file: {path}")
-        try:
-            frames = read(str(path), index=":")
-        except Exception as err:  # ASE raises many types for malformed files
-            raise SystemExit(f"error: cannot read {path}: {err}") from None
+    for path, frames in inputs:
         results = calc.predict(frames)
         for index, (atoms, res) in enumerate(zip(frames, results)):
+            if not np.isfinite(res["energy"]) or not np.all(np.isfinite(res["forces"])):
+                raise SystemExit(f"error: {path} frame {index}: the model returned a non-finite energy or forces")
             forces = np.asarray(res["forces"])
             row = {
                 "file": str(path),

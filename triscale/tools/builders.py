@@ -1,6 +1,9 @@
 """Structure tools: builders (molecules, crystals, surfaces, defects), import/export and store queries.
 
-These are cheap and run in the caller's process.
+Every limit is checked before any work (supercell sizes in Python integers, SMILES length and heavy-atom count
+before RDKit sees them, file size before parsing). The potentially slow parts (RDKit embedding, file parsing)
+run through ``ctx.compute`` in a worker process with the tool's wall-time limit; the rest is cheap and runs in
+the caller's process.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ import re
 from functools import lru_cache
 from typing import Any, Literal
 
-import numpy as np
 from ase import Atoms
 from pydantic import AliasChoices, Field
 
@@ -20,6 +22,27 @@ from triscale.tools.validation import check_symbol, summarize, validate_atoms
 __all__ = ["molecule_from_text", "molecule_from_smiles", "StructureResult"]
 
 MAX_BUILD_ATOMS = 20000
+#: SMILES longer than this (characters) are refused before RDKit parses them.
+MAX_SMILES_LENGTH = 400
+#: Molecules with more heavy atoms than this are refused before 3D embedding (ETKDG + MMFF on a 100-carbon chain
+#: takes ~10-20 s on one core; a 160-carbon chain took 106 s).
+MAX_SMILES_HEAVY_ATOMS = 100
+#: Molecules with more atoms (hydrogens included) than this are refused before embedding.
+MAX_SMILES_ATOMS = 500
+#: Molecules up to this many heavy atoms embed in the caller's process (~0.2 s for 30 carbons, and RDKit's own
+#: per-attempt timeout bounds it); larger ones go to a worker with the tool's limit, whose start costs ~0.5 s
+#: because the worker imports RDKit.
+INLINE_EMBED_HEAVY_ATOMS = 30
+#: RDKit's own limit on one embedding attempt (seconds).
+_EMBED_ATTEMPT_TIMEOUT_S = 10
+#: Structure files larger than this are refused before parsing.
+MAX_IMPORT_BYTES = 50 * 1024 * 1024
+#: Plain-text files (xyz, extxyz, POSCAR) up to this size parse in the caller's process (a few ms, linear in the
+#: size); larger files, CIF (symmetry expansion) and traj go to a worker with the tool's limit (~70 ms to start).
+_INLINE_READ_BYTES = 64 * 1024
+_INLINE_READ_FORMATS = ("extxyz", "xyz", "vasp")
+#: Largest |h|, |k|, |l| accepted by build_surface.
+MAX_MILLER_INDEX = 12
 
 # Common names that are not (or not obviously) in ASE's g2 set: name -> g2 key or SMILES.
 _EXTRA_NAMES: dict[str, str] = {
@@ -84,23 +107,49 @@ def _g2_names() -> dict[str, str]:
     return out
 
 
-def molecule_from_smiles(smiles: str, seed: int = 0xF00D) -> Atoms:
-    """3D structure from SMILES: RDKit ETKDGv3 embedding, then a quick MMFF (or UFF) relaxation."""
+def _inline(fn: Any, *args: Any, label: str | None = None, **kwargs: Any) -> Any:
+    """Run ``fn`` here (the ``compute`` used when no tool context is at hand)."""
+    return fn(*args, **kwargs)
+
+
+def _parse_smiles(smiles: str):
+    """Parse and size-check a SMILES string (cheap; nothing is embedded). Returns the RDKit molecule with Hs."""
     from rdkit import Chem, RDLogger
-    from rdkit.Chem import AllChem, Descriptors
 
     RDLogger.DisableLog("rdApp.*")
-    mol = Chem.MolFromSmiles(smiles.strip()) if smiles.strip() else None
+    text = str(smiles).strip()
+    if len(text) > MAX_SMILES_LENGTH:
+        raise ToolLimitError(
+            f"The SMILES string has {len(text)} characters; the builder accepts at most {MAX_SMILES_LENGTH}.",
+            hint="Build smaller molecules, or import a structure file (import_structure) for large ones.",
+        )
+    mol = Chem.MolFromSmiles(text) if text else None
     if mol is None:
         raise ToolInputError(
             f"{smiles!r} is not a valid SMILES string.",
             hint="Examples: 'CCO' (ethanol), 'c1ccccc1' (benzene), 'O=C=O' (CO2).",
         )
+    heavy = mol.GetNumHeavyAtoms()
+    if heavy > MAX_SMILES_HEAVY_ATOMS:
+        raise ToolLimitError(
+            f"The molecule has {heavy} heavy atoms; 3D embedding from SMILES stops at {MAX_SMILES_HEAVY_ATOMS}.",
+            hint="Import a prepared structure file (import_structure) for larger molecules.",
+        )
     mol = Chem.AddHs(mol)
-    if mol.GetNumAtoms() > 500:
-        raise ToolLimitError(f"The molecule has {mol.GetNumAtoms()} atoms; the builder stops at 500.")
+    if mol.GetNumAtoms() > MAX_SMILES_ATOMS:
+        raise ToolLimitError(f"The molecule has {mol.GetNumAtoms()} atoms; the builder stops at {MAX_SMILES_ATOMS}.")
+    return mol
+
+
+def _embed_smiles(smiles: str, seed: int) -> Atoms:
+    """RDKit ETKDGv3 embedding and MMFF (or UFF) relaxation; runs in a worker under the tool's time limit."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem, Descriptors
+
+    mol = _parse_smiles(smiles)
     params = AllChem.ETKDGv3()
     params.randomSeed = seed
+    params.timeout = _EMBED_ATTEMPT_TIMEOUT_S
     if AllChem.EmbedMolecule(mol, params) != 0:
         params.useRandomCoords = True
         if AllChem.EmbedMolecule(mol, params) != 0:
@@ -117,22 +166,33 @@ def molecule_from_smiles(smiles: str, seed: int = 0xF00D) -> Atoms:
     return atoms
 
 
-def molecule_from_text(text: str) -> tuple[Atoms, str, str]:
+def molecule_from_smiles(smiles: str, seed: int = 0xF00D, *, compute: Any = None) -> Atoms:
+    """3D structure from SMILES: RDKit ETKDGv3 embedding, then a quick MMFF (or UFF) relaxation.
+
+    The size limits (:data:`MAX_SMILES_LENGTH` characters, :data:`MAX_SMILES_HEAVY_ATOMS` heavy atoms,
+    :data:`MAX_SMILES_ATOMS` atoms) are checked here before any embedding; ``compute`` (a tool's
+    ``ctx.compute``) runs the embedding of molecules above :data:`INLINE_EMBED_HEAVY_ATOMS` heavy atoms in a
+    worker with the tool's wall-time limit; default: in this process.
+    """
+    if _parse_smiles(smiles).GetNumHeavyAtoms() <= INLINE_EMBED_HEAVY_ATOMS:
+        compute = None
+    return (compute or _inline)(_embed_smiles, str(smiles).strip(), seed, label="RDKit 3D embedding")
+
+
+def molecule_from_text(text: str, *, compute: Any = None) -> tuple[Atoms, str, str]:
     """Build a molecule from a g2 key ('H2O'), a common name ('water', 'aspirin') or SMILES.
 
     Returns (atoms, label, source). g2 keys win over SMILES ('CO' is carbon monoxide; write 'smiles:CO' or use
-    the smiles argument for methanol).
+    the smiles argument for methanol). ``compute`` as in :func:`molecule_from_smiles`.
     """
     from ase.build import molecule
     from ase.collections import g2
 
     t = str(text).strip()
     if not t:
-        raise ToolInputError(
-            "Empty molecule name.", hint="Give a name ('water'), a formula ('H2O') or SMILES."
-        )
+        raise ToolInputError("Empty molecule name.", hint="Give a name ('water'), a formula ('H2O') or SMILES.")
     if t.lower().startswith("smiles:"):
-        return molecule_from_smiles(t[7:]), t[7:], "SMILES"
+        return molecule_from_smiles(t[7:], compute=compute), t[7:], "SMILES"
     key = None
     if t in g2.names:
         key = t
@@ -140,7 +200,7 @@ def molecule_from_text(text: str) -> tuple[Atoms, str, str]:
         low = " ".join(t.lower().replace("_", " ").split())
         target = _EXTRA_NAMES.get(low) or _g2_names().get(low)
         if target and target.startswith("smiles:"):
-            return molecule_from_smiles(target[7:]), low, "SMILES"
+            return molecule_from_smiles(target[7:], compute=compute), low, "SMILES"
         key = target
         if key is None:  # case-insensitive g2 key, e.g. 'h2o'
             matches = [n for n in g2.names if n.lower() == t.lower()]
@@ -153,9 +213,11 @@ def molecule_from_text(text: str) -> tuple[Atoms, str, str]:
         return atoms, t if t != key else key, "ASE g2"
     if re.fullmatch(r"[A-Za-z0-9@+\-\[\]\(\)=#$/\\%.:*]+", t):
         try:
-            return molecule_from_smiles(t), t, "SMILES"
+            mol_atoms = molecule_from_smiles(t, compute=compute)
         except ToolInputError:
             pass
+        else:
+            return mol_atoms, t, "SMILES"
     raise ToolInputError(
         f"{text!r} is not a known molecule name, g2 formula or valid SMILES.",
         hint="Use a SMILES string (e.g. 'CCO') or a g2 formula (e.g. 'H2O', 'CH4', 'C6H6').",
@@ -209,12 +271,8 @@ def _structure_field(
 
 
 class BuildMoleculeInput(ToolInput):
-    name: str | None = Field(
-        None, description="Molecule name ('water', 'benzene'), g2 formula ('H2O') or SMILES."
-    )
-    smiles: str | None = Field(
-        None, description="SMILES string (embedded with RDKit ETKDG + MMFF relaxation)."
-    )
+    name: str | None = Field(None, description="Molecule name ('water', 'benzene'), g2 formula ('H2O') or SMILES.")
+    smiles: str | None = Field(None, description="SMILES string (embedded with RDKit ETKDG + MMFF relaxation).")
     label: str | None = Field(None, description="Optional label to find the structure by later.")
 
 
@@ -228,13 +286,14 @@ class BuildMoleculeInput(ToolInput):
     keywords=(r"\b(build|formula|how many atoms|number of atoms|structure of|smiles)\b",),
     makes_structures_only=True,
     answer_fields=("formula", "n_atoms"),
+    timeout_s=120.0,
 )
 def build_molecule(ctx: ToolContext, a: BuildMoleculeInput) -> StructureResult:
     """Build a 3D molecule from a name, a g2 formula or a SMILES string and store it; returns its id."""
     if a.smiles:
-        atoms, label, source = molecule_from_smiles(a.smiles), a.smiles, "SMILES"
+        atoms, label, source = molecule_from_smiles(a.smiles, compute=ctx.compute), a.smiles, "SMILES"
     elif a.name:
-        atoms, label, source = molecule_from_text(a.name)
+        atoms, label, source = molecule_from_text(a.name, compute=ctx.compute)
     else:
         raise ToolInputError("Give either name or smiles.", hint="e.g. name='water' or smiles='CCO'.")
     sid = ctx.store(atoms, label=a.label or label)
@@ -261,14 +320,10 @@ class BuildBulkInput(ToolInput):
         ]
         | None
     ) = Field(None, description="Lattice type; default: ASE's reference state of the element.")
-    a_A: float | None = Field(
-        None, gt=0.5, lt=50, description="Lattice constant a in Å; default: ASE reference."
-    )
+    a_A: float | None = Field(None, gt=0.5, lt=50, description="Lattice constant a in Å; default: ASE reference.")
     c_A: float | None = Field(None, gt=0.5, lt=80, description="Lattice constant c in Å (hcp, wurtzite).")
     cubic: bool = Field(False, description="Conventional cubic cell instead of the primitive one.")
-    repeat: tuple[int, int, int] | None = Field(
-        None, description="Optional supercell repetition, e.g. [2,2,2]."
-    )
+    repeat: tuple[int, int, int] | None = Field(None, description="Optional supercell repetition, e.g. [2,2,2].")
     label: str | None = None
 
 
@@ -293,9 +348,7 @@ def build_bulk(ctx: ToolContext, a: BuildBulkInput) -> StructureResult:
         for s in set(string2symbols(a.name)):
             check_symbol(s)
     except (ValueError, KeyError):
-        raise ToolInputError(
-            f"Unknown element or formula {a.name!r}.", hint="e.g. 'Cu', 'Si', 'NaCl'."
-        ) from None
+        raise ToolInputError(f"Unknown element or formula {a.name!r}.", hint="e.g. 'Cu', 'Si', 'NaCl'.") from None
     kw: dict[str, Any] = {"cubic": a.cubic}
     if a.crystalstructure:
         kw["crystalstructure"] = a.crystalstructure
@@ -318,12 +371,17 @@ def build_bulk(ctx: ToolContext, a: BuildBulkInput) -> StructureResult:
 
 
 def _repeat(atoms: Atoms, rep: tuple[int, int, int]) -> Atoms:
-    if any(r < 1 for r in rep):
-        raise ToolInputError(f"Repetitions must be ≥ 1, got {list(rep)}.")
-    n = len(atoms) * int(np.prod(rep))
+    """``atoms.repeat(rep)`` after checking the size in Python integers (NumPy's int64 product of
+    [2**32, 2**32, 1] wraps to 0)."""
+    factors = [int(r) for r in rep]
+    if any(r < 1 for r in factors):
+        raise ToolInputError(f"Repetitions must be ≥ 1, got {factors}.")
+    n = len(atoms) * factors[0] * factors[1] * factors[2]
     if n > MAX_BUILD_ATOMS:
-        raise ToolLimitError(f"The supercell would have {n} atoms (limit {MAX_BUILD_ATOMS}).")
-    return atoms.repeat(rep)
+        raise ToolLimitError(
+            f"The supercell would have {n} atoms (limit {MAX_BUILD_ATOMS}).", hint="Use smaller repetitions."
+        )
+    return atoms.repeat(factors)
 
 
 class SupercellInput(ToolInput):
@@ -345,16 +403,12 @@ def make_supercell(ctx: ToolContext, a: SupercellInput) -> StructureResult:
     sid, atoms = ctx.structure(a.structure_id)
     if not atoms.pbc.any():
         raise ToolInputError(f"{sid} is not periodic; a supercell needs a crystal.")
-    new = ctx.store(
-        _repeat(atoms, a.repeat), parent=sid, label=f"{ctx.workspace.record(sid)['label']} x{a.repeat}"
-    )
+    new = ctx.store(_repeat(atoms, a.repeat), parent=sid, label=f"{ctx.workspace.record(sid)['label']} x{a.repeat}")
     return _result(ctx, new)
 
 
 class SurfaceInput(ToolInput):
-    structure_id: str = _structure_field(
-        "Bulk structure id, or an element symbol such as 'Pt' to build its bulk."
-    )
+    structure_id: str = _structure_field("Bulk structure id, or an element symbol such as 'Pt' to build its bulk.")
     miller: tuple[int, int, int] = Field((1, 1, 1), description="Miller indices of the surface.")
     layers: int = Field(4, ge=1, le=30, description="Number of layers.")
     vacuum_A: float = Field(10.0, ge=0, le=50, description="Vacuum on each side in Å.")
@@ -389,11 +443,19 @@ def build_surface(ctx: ToolContext, a: SurfaceInput) -> StructureResult:
         raise ToolInputError(f"{sid} is not a 3D periodic crystal; cut surfaces from a bulk structure.")
     if a.miller == (0, 0, 0):
         raise ToolInputError("Miller indices cannot all be zero.")
+    if max(abs(m) for m in a.miller) > MAX_MILLER_INDEX:
+        raise ToolLimitError(
+            f"Miller indices {list(a.miller)} are too large (at most {MAX_MILLER_INDEX} in magnitude).",
+            hint="Low-index surfaces such as (1,1,1), (1,0,0), (1,1,0) are the usual choice.",
+        )
+    per_layer = len(atoms)  # a (hkl) slab layer of a primitive/conventional bulk cell: checked after the cut
+    if per_layer * a.layers > MAX_BUILD_ATOMS:
+        raise ToolLimitError(f"The slab would have at least {per_layer * a.layers} atoms (limit {MAX_BUILD_ATOMS}).")
     slab = surface(atoms, a.miller, a.layers, vacuum=a.vacuum_A, periodic=True)
+    if len(slab) > MAX_BUILD_ATOMS:
+        raise ToolLimitError(f"The slab has {len(slab)} atoms (limit {MAX_BUILD_ATOMS}).")
     slab = _repeat(slab, a.repeat)
-    new = ctx.store(
-        slab, parent=sid, label=f"{atoms.get_chemical_formula()} {''.join(map(str, a.miller))} slab"
-    )
+    new = ctx.store(slab, parent=sid, label=f"{atoms.get_chemical_formula()} {''.join(map(str, a.miller))} slab")
     return _result(ctx, new)
 
 
@@ -502,18 +564,63 @@ def _guess_format(path: str, fmt: str | None) -> str:
         return "traj"
     if "poscar" in name or "contcar" in name or name.endswith(".vasp"):
         return "vasp"
-    raise ToolInputError(
-        f"Cannot tell the format of {path!r}.", hint="Pass format: extxyz, xyz, cif or poscar."
-    )
+    raise ToolInputError(f"Cannot tell the format of {path!r}.", hint="Pass format: extxyz, xyz, cif or poscar.")
 
 
 class ImportInput(ToolInput):
     path: str = Field(description="File inside the workspace (extxyz, xyz, cif, POSCAR, traj).")
-    format: str | None = Field(
-        None, description="extxyz | xyz | cif | poscar | traj; default: from the name."
+    format: str | None = Field(None, description="extxyz | xyz | cif | poscar | traj; default: from the name.")
+    index: int = Field(
+        -1, description="Frame to read from a multi-frame file: 0 = first, -1 = last (default); must exist."
     )
-    index: int = Field(-1, description="Frame to read from a multi-frame file (default: last).")
     label: str | None = None
+
+
+def _read_frame(path: str, fmt: str, index: int, name: str) -> Atoms:
+    """Parse one frame of a structure file and check it (runs in a worker under the tool's time limit)."""
+    import ase.io
+
+    try:
+        frames = ase.io.read(path, index=":", format=fmt)
+    except Exception as e:  # noqa: BLE001 - every parser error becomes one clear message
+        raise ToolInputError(
+            f"Could not read {name!r} as {fmt}: {type(e).__name__}: {str(e)[:200]}",
+            hint="Check the file contents and the format argument.",
+        ) from None
+    if not isinstance(frames, list):
+        frames = [frames]
+    n = len(frames)
+    if n == 0:
+        raise ToolInputError(
+            f"{name!r} has no atoms (no structure found in it).", hint="Check the file contents and the format."
+        )
+    if not -n <= index < n:
+        raise ToolInputError(
+            f"Frame index {index} is out of range: {name!r} has {n} frame{'s' if n > 1 else ''}.",
+            hint=f"Use 0..{n - 1}, or -1..-{n} counting from the end (-1 = last).",
+        )
+    atoms = frames[index]
+    atoms.calc = None
+    if len(atoms) > MAX_BUILD_ATOMS:
+        raise ToolLimitError(f"{name!r} frame {index} has {len(atoms)} atoms (limit {MAX_BUILD_ATOMS}).")
+    if fmt == "cif" and not atoms.pbc.all():
+        # ASE turns a CIF whose cell is zero or missing into a molecule (and reads fractional coordinates as Å)
+        cellpar = None
+        try:
+            from ase.io.cif import parse_cif
+
+            blocks = [b for b in parse_cif(path) if b.has_structure()]
+            if len(blocks) == n:
+                cellpar = blocks[index].get_cellpar()
+        except Exception:  # noqa: BLE001 - only used to explain the refusal
+            pass
+        shown = "" if cellpar is None else f" (a, b, c = {', '.join(f'{float(x):g}' for x in cellpar[:3])} Å)"
+        raise ToolInputError(
+            f"{name!r} has no usable 3D unit cell{shown}; a CIF must define the cell of a periodic crystal.",
+            hint="Fix _cell_length_a/b/c and _cell_angle_* in the file, or write molecules as xyz.",
+        )
+    validate_atoms(atoms)
+    return atoms
 
 
 @register(
@@ -524,32 +631,69 @@ class ImportInput(ToolInput):
     category="structure",
     makes_structures_only=True,
     answer_fields=("formula", "n_atoms"),
+    timeout_s=60.0,
 )
 def import_structure(ctx: ToolContext, a: ImportInput) -> StructureResult:
     """Read a structure file from the workspace into the store."""
-    import ase.io
-
     path = ctx.workspace.path(a.path, must_exist=True)
     fmt = _guess_format(a.path, a.format)
-    try:
-        atoms = ase.io.read(str(path), index=a.index, format=fmt)
-    except Exception as e:  # noqa: BLE001 - every parser error becomes one clear message
-        raise ToolInputError(
-            f"Could not read {a.path!r} as {fmt}: {type(e).__name__}: {str(e)[:200]}",
-            hint="Check the file contents and the format argument.",
-        ) from None
-    if isinstance(atoms, list):  # pragma: no cover
-        atoms = atoms[-1]
-    atoms.calc = None
-    validate_atoms(atoms)
+    if not path.is_file():
+        raise ToolInputError(f"{a.path!r} is not a file.", hint="Give the path of a structure file.")
+    size = path.stat().st_size
+    if size > MAX_IMPORT_BYTES:
+        raise ToolLimitError(
+            f"{a.path!r} is {size / 2**20:.1f} MiB; import_structure reads files up to "
+            f"{MAX_IMPORT_BYTES // 2**20} MiB.",
+            hint="Extract the frame you need into a smaller file.",
+        )
+    small = size <= _INLINE_READ_BYTES and fmt in _INLINE_READ_FORMATS
+    atoms = (_inline if small else ctx.compute)(_read_frame, str(path), fmt, a.index, a.path, label=f"reading {a.path}")
     sid = ctx.store(atoms, label=a.label or path.name)
     return _result(ctx, sid)
+
+
+#: Workspace-internal files and folders (first path component) that export_structure never writes.
+_INTERNAL = ("structures.db", "calls.jsonl", "jobs", "agent_runs", "agent_sessions.sqlite")
 
 
 class ExportInput(ToolInput):
     structure_id: str = _structure_field()
     path: str = Field(description="Output file inside the workspace, e.g. 'out/relaxed.cif'.")
     format: str | None = Field(None, description="extxyz | xyz | cif | poscar; default: from the name.")
+    overwrite: bool = Field(
+        False,
+        description="Replace an existing file that export_structure did not write earlier (files it wrote are "
+        "replaced without asking; the workspace's own store, logs and job records never are).",
+    )
+
+
+def _check_export_target(ctx: ToolContext, path: Any, text: str, overwrite: bool) -> None:
+    ws = ctx.workspace
+    if path == ws.root:
+        raise ToolInputError(f"{text!r} is the workspace folder itself.", hint="Give a file name such as 'out.cif'.")
+    rel = path.relative_to(ws.root)
+    top = rel.parts[0]
+    if any(top == name or top.startswith(name + "-") for name in _INTERNAL):
+        raise ToolInputError(
+            f"{text!r} is part of the workspace's own records (structure store, call log, jobs, agent runs); "
+            "export_structure never writes there.",
+            hint="Choose another file name, e.g. 'exports/structure.cif'.",
+        )
+    if path.is_dir():
+        raise ToolInputError(f"{text!r} is a folder.", hint=f"Give a file name inside it, e.g. '{rel}/structure.cif'.")
+    if path.exists() and not overwrite:
+        target = str(rel)
+        ours = any(
+            c.get("tool") == "export_structure"
+            and c.get("status") == "ok"
+            and (c.get("result") or {}).get("file") == target
+            for c in ws.calls()
+        )
+        if not ours:
+            raise ToolInputError(
+                f"{text!r} already exists and was not written by export_structure.",
+                hint="Pass overwrite=true to replace it, or choose another file name.",
+            )
 
 
 @register(
@@ -561,12 +705,14 @@ class ExportInput(ToolInput):
     answer_fields=("file", "formula"),
 )
 def export_structure(ctx: ToolContext, a: ExportInput) -> StructureResult:
-    """Write a stored structure to a file inside the workspace."""
+    """Write a stored structure to a file inside the workspace (never over its store, logs or job records; an
+    existing file it did not write needs overwrite=true)."""
     import ase.io
 
     sid, atoms = ctx.structure(a.structure_id)
     path = ctx.workspace.path(a.path)
     fmt = _guess_format(a.path, a.format)
+    _check_export_target(ctx, path, a.path, a.overwrite)
     if fmt in ("cif", "vasp") and not atoms.pbc.any():
         if fmt == "vasp" or atoms.cell.rank < 3:
             atoms.center(vacuum=5.0)
@@ -599,7 +745,8 @@ class StructureListResult(ToolResult):
     result=StructureListResult,
     cost="instant",
     category="structure",
-    makes_structures_only=True,  # computes nothing
+    makes_structures_only=True,
+    # computes nothing
     answer_fields=("count",),
 )
 def list_structures(ctx: ToolContext, a: ListStructuresInput) -> StructureListResult:
@@ -615,9 +762,7 @@ class StructureInfoInput(ToolInput):
 
 
 class StructureInfoResult(StructureResult):
-    lineage: list[str] = Field(
-        default_factory=list, description="Ids from this structure back to its origin."
-    )
+    lineage: list[str] = Field(default_factory=list, description="Ids from this structure back to its origin.")
     produced_by: str | None = None
     method: str | None = None
     element_counts: dict[str, int] = Field(default_factory=dict)
