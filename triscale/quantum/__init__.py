@@ -23,6 +23,7 @@ from triscale.quantum.electronic import (
     load_npz,
     save_npz,
 )
+from triscale.quantum.methods import MethodChoice, canonical_method, is_dft
 
 _LAZY = {
     "HamiltonianConfig": "triscale.quantum.hamiltonian",
@@ -42,12 +43,15 @@ __all__ = [
     "HamiltonianModel",
     "HamiltonianPrediction",
     "METHODS",
+    "MethodChoice",
     "ElectronicStructure",
     "QuantumComputationError",
     "QuantumInputError",
     "basis_layout",
+    "canonical_method",
     "compare_guesses",
     "electronic_structure",
+    "is_dft",
     "load_hamiltonian_model",
     "load_npz",
     "predict_hamiltonian",
