@@ -107,9 +107,10 @@ def _key(name: Any) -> str:
     return str(name).strip().lower().replace("_", "-").replace(" ", "")
 
 
-def canonical_method(name: str) -> MethodChoice:
+def canonical_method(name: str, noun: str = "method") -> MethodChoice:
     """``"hf"`` -> HF, ``"pbe"``/``"b3lyp"``/``"pbe0"``/any libxc functional -> DFT with that functional,
-    ``"xtb"`` -> GFN2-xTB, ...; anything else raises :class:`QuantumInputError` naming the accepted methods."""
+    ``"xtb"`` -> GFN2-xTB, ...; anything else raises :class:`QuantumInputError` naming the accepted methods
+    (``noun`` names the argument in that message: "method", or "calculator" in the tools)."""
     key = _key(name)
     if key in _ALIASES:
         return MethodChoice(*_ALIASES[key])
@@ -123,7 +124,7 @@ def canonical_method(name: str) -> MethodChoice:
     close = difflib.get_close_matches(key, [*_ALIASES, *COMMON_FUNCTIONALS], n=3, cutoff=0.5)
     suggest = list(dict.fromkeys(_ALIASES[c][0] if c in _ALIASES else c for c in close))
     raise QuantumInputError(
-        f"Unknown method {name!r}.",
+        f"Unknown {noun} {name!r}.",
         hint=f"Choose one of: auto, {', '.join(CANONICAL)}, or a DFT functional name "
         f"({', '.join(COMMON_FUNCTIONALS[1:])}, ...)"
         + (f" (did you mean {', '.join(repr(m) for m in suggest)}?)" if suggest else "."),
@@ -154,9 +155,8 @@ def _functional_hint(key: str) -> str:
     except ImportError:  # pragma: no cover - pyscf is a dependency
         names = list(COMMON_FUNCTIONALS)
     close = difflib.get_close_matches(key, list(dict.fromkeys([*COMMON_FUNCTIONALS, *names])), n=3, cutoff=0.6)
-    return (
-        f"Accepted: any functional PySCF's libxc knows, e.g. {', '.join(COMMON_FUNCTIONALS)}"
-        + (f" (did you mean {', '.join(close)}?)" if close else ".")
+    return f"Accepted: any functional PySCF's libxc knows, e.g. {', '.join(COMMON_FUNCTIONALS)}" + (
+        f" (did you mean {', '.join(close)}?)" if close else "."
     )
 
 
@@ -175,7 +175,7 @@ def canonical_basis(name: str) -> str:
         table = sorted(pyscf_basis.ALIAS)
         close = difflib.get_close_matches(fmt(text), table, n=3, cutoff=0.6)
         raise QuantumInputError(
-            f"Unknown basis set {name!r}.",
+            f"Unknown basis {name!r}.",
             hint=f"Accepted: the {len(table)} names of PySCF's basis table, e.g. {', '.join(COMMON_BASES)}"
             + (f" (did you mean {', '.join(close)}?)" if close else "."),
         )
@@ -212,11 +212,13 @@ def check_charge_spin(numbers: Any, charge: int, spin: int, method: str | None =
     and (electrons - spin) even. Methods without charge/spin (EMT, CHGNet, TriScale) refuse any non-zero value.
     """
     charge, spin = int(charge), int(spin)
-    if method is not None and method not in ELECTRONIC and method != "auto" and (charge or spin):
-        raise QuantumInputError(
-            f"{method} takes no net charge or spin, but charge={charge}, spin={spin} was asked for.",
-            hint=f"Use one of {', '.join(ELECTRONIC)} for charged or open-shell systems.",
-        )
+    if method is not None and method not in ELECTRONIC:
+        if charge or spin:
+            raise QuantumInputError(
+                f"{method} takes no net charge or spin, but charge={charge}, spin={spin} was asked for.",
+                hint=f"Use one of {', '.join(ELECTRONIC)} for charged or open-shell systems.",
+            )
+        return int(np.asarray(numbers, dtype=np.int64).sum())
     n_el = int(np.asarray(numbers, dtype=np.int64).sum()) - charge
     if n_el <= 0:
         raise QuantumInputError(

@@ -151,12 +151,8 @@ class CalculatorSpec(BaseModel):
         "triscale-base",
         description="triscale only: checkpoint name or model directory; a list of them is a committee.",
     )
-    domain: str | None = Field(
-        None, description="triscale only: molecule | material; default by periodicity."
-    )
-    adapters: list[str] | None = Field(
-        None, description="triscale only: adapter directories (2+ = committee)."
-    )
+    domain: str | None = Field(None, description="triscale only: molecule | material; default by periodicity.")
+    adapters: list[str] | None = Field(None, description="triscale only: adapter directories (2+ = committee).")
     dtype: Literal["float32", "float64"] = Field("float64", description="triscale only: compute dtype.")
 
     @classmethod
@@ -218,7 +214,7 @@ def canonical_method(method: str) -> str:
     """The canonical method for a name (``"pbe"`` -> ``"dft"``, ``"rhf"`` -> ``"hf"``); unknown names are refused
     with the accepted list. :func:`resolve_method` also keeps the functional a name carries."""
     try:
-        return qm.canonical_method(method).method
+        return qm.canonical_method(method, "calculator").method
     except qm.QuantumInputError as e:
         raise _tool_error(e) from None
 
@@ -263,7 +259,7 @@ def resolve_method(spec: CalculatorSpec, atoms: Atoms) -> CalculatorSpec:
     to the method (a functional for xTB, a basis for EMT) and contradictions (method ``pbe`` with functional
     ``b3lyp``) are refused, so that what runs is what was asked for."""
     try:
-        choice = qm.canonical_method(spec.method)
+        choice = qm.canonical_method(spec.method, "calculator")
         if choice.method == "auto":
             choice = qm.MethodChoice(_pick_auto(spec, atoms))
         if choice.method in qm.PYSCF_METHODS:
@@ -328,8 +324,7 @@ def check_limits(spec: CalculatorSpec, atoms: Atoms) -> None:
         if bad:
             alts = _cheaper(atoms, info)
             raise ToolInputError(
-                f"{info.name} has no parameters for {', '.join(bad)} "
-                f"(supports {', '.join(sorted(info.elements))}).",
+                f"{info.name} has no parameters for {', '.join(bad)} (supports {', '.join(sorted(info.elements))}).",
                 hint=("Use " + ", ".join(alts) + ".") if alts else None,
             )
     _check_charge_spin(spec, atoms, method)
@@ -404,9 +399,7 @@ def make_calculator(spec: CalculatorSpec, atoms: Atoms, workspace_root: str | No
 
             if adapters:
                 raise ToolInputError("Use either several models or adapters for a committee, not both.")
-            return TriScaleCalculator(
-                [triscale.load(m) for m in models], domain=spec.domain, dtype=spec.dtype
-            )
+            return TriScaleCalculator([triscale.load(m) for m in models], domain=spec.domain, dtype=spec.dtype)
         except ToolInputError:
             raise
         except (FileNotFoundError, KeyError, OSError, ValueError, ImportError, ModuleNotFoundError) as e:

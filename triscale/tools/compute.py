@@ -280,9 +280,7 @@ def vibrations(
     }
 
 
-def eos(
-    atoms: Atoms, spec: CalculatorSpec, root: str | None, volume_range: float, n_points: int
-) -> dict[str, Any]:
+def eos(atoms: Atoms, spec: CalculatorSpec, root: str | None, volume_range: float, n_points: int) -> dict[str, Any]:
     atoms = _attach(atoms, spec, root)
     cell0 = atoms.get_cell().copy()
     scales = np.linspace(1.0 - volume_range, 1.0 + volume_range, n_points) ** (1.0 / 3.0)

@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms, units
 from pydantic import AliasChoices, Field
 
-from triscale.quantum.methods import ELECTRONIC
+from triscale.quantum.methods import ELECTRONIC, QuantumInputError, canonical_method
 from triscale.tools.calculators import CalculatorSpec, charge_spin, check_limits, resolve_method
 from triscale.tools.errors import CalculationError, ToolInputError
 from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
@@ -78,7 +78,7 @@ class ElectronicStructureResult(ToolResult):
 
 def _guard(fn, *args: Any, **kwargs: Any) -> Any:
     """Run in the worker; quantum errors become tool errors the caller understands."""
-    from triscale.quantum.electronic import QuantumComputationError, QuantumInputError
+    from triscale.quantum.electronic import QuantumComputationError
 
     try:
         return fn(*args, **kwargs)
@@ -119,6 +119,10 @@ def electronic_structure_tool(ctx: ToolContext, a: ElectronicStructureInput) -> 
     """Orbital energies, HOMO-LUMO gap, partial charges and dipole of a molecule from GFN2/GFN1-xTB (tblite) or
     HF/DFT (PySCF), with the AO Fock/Hamiltonian, overlap and density matrices saved as npz in the workspace and,
     for dft/hf, the electron density as a cube file with a PNG slice. Cached per structure and method."""
+    try:
+        canonical_method(a.method, "method")  # named as this tool's argument in the refusal
+    except QuantumInputError as e:
+        raise ToolInputError(str(e), hint=e.hint) from None
     sid, atoms = ctx.structure(a.structure_id)
     validate_atoms(atoms)
     spec = CalculatorSpec(
@@ -277,7 +281,7 @@ class PredictHamiltonianResult(ToolResult):
 
 
 def _run_predict(atoms, model_ref: str, compare: bool, npz_path: str) -> dict[str, Any]:
-    from triscale.quantum.electronic import QuantumInputError, electronic_structure
+    from triscale.quantum.electronic import electronic_structure
     from triscale.quantum.hamiltonian import gap_conformal, load_hamiltonian_model, n_occupied, predict_hamiltonian
 
     try:
