@@ -157,3 +157,15 @@ def test_is_dft_for_approval_policies():
 
     assert is_dft("pbe") and is_dft("hf") and is_dft({"method": "dft"}) and is_dft(CalculatorSpec(method="b3lyp"))
     assert not is_dft("gfn2-xtb") and not is_dft({"method": "emt"}) and not is_dft(None) and not is_dft("nonsense")
+
+
+def test_uhf_is_unrestricted_and_rhf_refuses_open_shells(ws, call):
+    from pyscf import gto, scf
+
+    sid = call("build_molecule", name="H2").structure_id
+    atoms = ws.get(sid)
+    r = call("single_point", structure_id=sid, calculator={"method": "uhf", "basis": "sto-3g", "spin": 2})
+    mol = gto.M(atom=[("H", tuple(p)) for p in atoms.positions], basis="sto-3g", spin=2, verbose=0)
+    assert r.method == "hf/sto-3g" and r.energy_eV == pytest.approx(scf.UHF(mol).kernel() * units.Hartree, abs=1e-6)
+    with pytest.raises(ToolInputError, match="restricted calculation cannot have 2 unpaired"):
+        call("single_point", structure_id=sid, calculator={"method": "rhf", "basis": "sto-3g", "spin": 2})

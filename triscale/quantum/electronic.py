@@ -248,6 +248,8 @@ def electronic_structure(
     :func:`resolve_method`. ``charge``/``spin`` (2S) default to ``atoms.info`` or 0. Unrestricted when
     ``spin > 0`` unless ``restricted`` says otherwise (PySCF only).
     """
+    if restricted is None:
+        restricted = canonical_method(method).restricted  # 'rhf' / 'uhf'
     method, functional, basis = resolve_method(method, functional, basis)
     charge = int(atoms.info.get("charge", 0) if charge is None else charge)
     spin = int(atoms.info.get("spin", 0) if spin is None else spin)

@@ -97,6 +97,7 @@ class MethodChoice:
 
     method: str
     functional: str | None = None
+    restricted: bool | None = None  # set by the names 'rhf' (True) and 'uhf' (False)
 
     @property
     def code(self) -> str | None:
@@ -113,7 +114,7 @@ def canonical_method(name: str, noun: str = "method") -> MethodChoice:
     (``noun`` names the argument in that message: "method", or "calculator" in the tools)."""
     key = _key(name)
     if key in _ALIASES:
-        return MethodChoice(*_ALIASES[key])
+        return MethodChoice(*_ALIASES[key], restricted={"rhf": True, "uhf": False}.get(key))
     if _NAME.match(key):
         try:
             xc = canonical_functional(key)

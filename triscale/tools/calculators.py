@@ -281,7 +281,14 @@ def resolve_method(spec: CalculatorSpec, atoms: Atoms) -> CalculatorSpec:
             f"Calculator {choice.method!r} is not installed (missing Python package {info.module!r}).",
             hint=f"Installed: {', '.join(k for k, v in available_methods().items() if v['installed'])}.",
         )
-    update: dict[str, Any] = {"method": choice.method, "basis": basis}
+    restricted = spec.restricted
+    if choice.restricted is not None:  # 'rhf' / 'uhf'
+        if restricted is not None and restricted != choice.restricted:
+            raise ToolInputError(
+                f"Method {spec.method!r} contradicts restricted={restricted}.", hint="Give one of them, not both."
+            )
+        restricted = choice.restricted
+    update: dict[str, Any] = {"method": choice.method, "basis": basis, "restricted": restricted}
     update["functional"] = (choice.functional or qm.DEFAULT_FUNCTIONAL) if choice.method == "dft" else None
     return spec.model_copy(update=update)
 
@@ -334,7 +341,13 @@ def _check_charge_spin(spec: CalculatorSpec, atoms: Atoms, method: str) -> None:
     """The one charge/spin check for every method (see :func:`triscale.quantum.methods.check_charge_spin`)."""
     try:
         if method in qm.ELECTRONIC:
-            qm.check_charge_spin(atoms.numbers, *charge_spin(spec, atoms), method)
+            charge, spin = charge_spin(spec, atoms)
+            qm.check_charge_spin(atoms.numbers, charge, spin, method)
+            if spec.restricted and spin:
+                raise qm.QuantumInputError(
+                    f"A restricted calculation cannot have {spin} unpaired electrons.",
+                    hint="Leave restricted unset (or false) for open shells.",
+                )
             return
         # no charge or spin here: an explicit non-zero value, or a charged molecule, is refused, not ignored
         qm.check_charge_spin(atoms.numbers, spec.charge or 0, spec.spin or 0, method)
