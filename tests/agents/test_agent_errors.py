@@ -106,7 +106,7 @@ def test_approval_before_expensive_calls(make_agent, approved):
     energies = [r for r in run.answer.results if r.property == "energy"]
     assert bool(energies) is approved
     if approved:
-        assert energies[0].method == "dft/hf/sto-3g" and energies[0].value == pytest.approx(-30.37, abs=0.05)
+        assert energies[0].method == "hf/sto-3g" and energies[0].value == pytest.approx(-30.37, abs=0.05)
 
 
 def test_calls_of_one_turn_run_in_order_and_a_failed_call_is_retried_after_progress(make_agent):

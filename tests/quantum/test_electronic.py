@@ -97,12 +97,16 @@ def test_clear_errors():
         electronic_structure(Atoms("H32", positions=np.arange(96.0).reshape(32, 3)), "dft")
     with pytest.raises(QuantumInputError, match="unpaired"):
         electronic_structure(molecule("H2O"), spin=1)
-    with pytest.raises(QuantumInputError, match="Unknown electronic-structure method"):
+    with pytest.raises(QuantumInputError, match="Unknown method"):
         electronic_structure(molecule("H2O"), "mp2")
     with pytest.raises(QuantumInputError, match="basis"):
         electronic_structure(molecule("H2O"), "hf", basis="no-such-basis")
-    with pytest.raises(QuantumInputError, match="molecules only"):
-        electronic_structure(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], cell=[5, 5, 5], pbc=True))
+    with pytest.raises(QuantumInputError, match="no electronic structure"):
+        electronic_structure(molecule("H2O"), "emt")
+    with pytest.raises(QuantumInputError, match="names 'pbe' but functional='b3lyp'"):
+        electronic_structure(molecule("H2O"), "pbe", functional="b3lyp")
+    with pytest.raises(QuantumInputError, match="molecules only"):  # PySCF here is molecular; xTB also periodic
+        electronic_structure(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], cell=[5, 5, 5], pbc=True), "hf")
 
 
 # ------------------------------------------------------------------------------------------------- the tool
@@ -140,12 +144,13 @@ def test_tool_density_cube_and_png(call, ws):
 
 def test_tool_errors(call):
     from triscale.tools import ToolInputError
+    from triscale.tools.errors import ToolLimitError
 
     with pytest.raises(ToolInputError, match="H, C, N, O only"):
         call("electronic_structure", structure_id="SH2", density_cube=True)
     with pytest.raises(ToolInputError, match="H, C, N, O only"):
         call("electronic_structure", structure_id="water", method="gfn1-xtb", density_cube=True)
-    with pytest.raises(ToolInputError, match="limited to 30 atoms"):
+    with pytest.raises(ToolLimitError, match="limited to 30 atoms"):  # the same limit check as single_point
         call("electronic_structure", structure_id="CCCCCCCCCC", method="dft")
     with pytest.raises(ToolInputError, match="method"):
         call("electronic_structure", structure_id="water", method="ccsd")

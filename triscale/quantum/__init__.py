@@ -22,6 +22,7 @@ from triscale.quantum.electronic import (
     load_npz,
     save_npz,
 )
+from triscale.quantum.methods import MethodChoice, canonical_method, is_dft
 
 _LAZY = {
     "HamiltonianConfig": "hamiltonian",
@@ -41,12 +42,15 @@ __all__ = [
     "HamiltonianModel",
     "HamiltonianPrediction",
     "METHODS",
+    "MethodChoice",
     "ElectronicStructure",
     "QuantumComputationError",
     "QuantumInputError",
     "basis_layout",
+    "canonical_method",
     "compare_guesses",
     "electronic_structure",
+    "is_dft",
     "load_hamiltonian_model",
     "load_npz",
     "predict_hamiltonian",

@@ -1,4 +1,6 @@
-"""Electronic structure behind one interface: GFN2/GFN1-xTB (tblite) and HF/DFT (PySCF).
+"""Electronic structure behind one interface: GFN2/GFN1-xTB (tblite) and HF/DFT (PySCF) — the one place that
+drives tblite and PySCF (the tools' ASE calculators come from :func:`ase_calculator`; method names from
+:mod:`triscale.quantum.methods`).
 
 :func:`electronic_structure` returns an :class:`ElectronicStructure` with orbital energies, occupations, HOMO-LUMO
 gap, partial charges, dipole and the AO-basis matrices (converged Fock/Hamiltonian, overlap, density, orbital
@@ -25,6 +27,21 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 
+from triscale.quantum.methods import (
+    DEFAULT_BASIS,
+    DEFAULT_FUNCTIONAL,
+    MAX_ATOMS,
+    PYSCF_METHODS,
+    XTB_METHODS,
+    MethodChoice,
+    QuantumInputError,
+    canonical_basis,
+    canonical_method,
+    check_charge_spin,
+    method_label,
+    with_functional,
+)
+
 __all__ = [
     "ElectronicStructure",
     "QuantumInputError",
@@ -33,6 +50,11 @@ __all__ = [
     "MAX_ATOMS",
     "P_ORDER",
     "electronic_structure",
+    "resolve_method",
+    "check_structure",
+    "ase_calculator",
+    "build_pyscf_mol",
+    "make_pyscf_mf",
     "cache_key",
     "save_npz",
     "load_npz",
@@ -42,15 +64,9 @@ __all__ = [
     "clear_cache",
 ]
 
-METHODS = ("gfn2-xtb", "gfn1-xtb", "dft", "hf")
-#: per-method atom limits (PySCF grows ~N^3-N^4: a 30-atom B3LYP/def2-SVP run is already minutes on one core)
-MAX_ATOMS = {"gfn2-xtb": 300, "gfn1-xtb": 300, "dft": 30, "hf": 30}
+METHODS = ("gfn2-xtb", "gfn1-xtb", "dft", "hf")  # canonical names; aliases and functionals: quantum.methods
 #: Cartesian index (x=0, y=1, z=2) of each p component, in each code's AO order
 P_ORDER = {"tblite": (1, 2, 0), "pyscf": (0, 1, 2)}
-
-
-class QuantumInputError(ValueError):
-    """The request is invalid (method, basis, charge/spin, size); the message says what is allowed."""
 
 
 class QuantumComputationError(RuntimeError):
@@ -102,6 +118,8 @@ class ElectronicStructure:
     n_scf_cycles: int | None = None
     basis: str | None = None  # PySCF basis name
     functional: str | None = None
+    cell: np.ndarray | None = None  # (3, 3) Å, periodic xTB only (orbitals at the Gamma point)
+    pbc: np.ndarray | None = None  # (3,) bool, periodic xTB only
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -123,43 +141,53 @@ class ElectronicStructure:
         return None if lumo is None else lumo - self.homo_eV
 
     def atoms(self) -> Atoms:
+        if self.cell is not None:
+            return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
         return Atoms(numbers=self.numbers, positions=self.positions)
 
 
 # --------------------------------------------------------------------------------------------- the calculation
 
 
-def _canonical_method(method: str) -> str:
-    m = str(method).strip().lower().replace("_", "-")
-    m = {"xtb": "gfn2-xtb", "gfn2": "gfn2-xtb", "tblite": "gfn2-xtb", "gfn1": "gfn1-xtb", "pyscf": "dft"}.get(m, m)
-    if m in ("rhf", "uhf"):
-        m = "hf"
-    if m not in METHODS:
-        raise QuantumInputError(f"Unknown electronic-structure method {method!r}; choose one of {', '.join(METHODS)}.")
-    return m
+def resolve_method(
+    method: str, functional: str | None = None, basis: str | None = None
+) -> tuple[str, str | None, str | None]:
+    """``(method, functional, basis)`` in canonical form: ``"pbe"`` -> ``("dft", "pbe", "def2-svp")``, ``"hf"`` ->
+    ``("hf", None, "def2-svp")``, ``"xtb"`` -> ``("gfn2-xtb", None, None)``. ``functional`` applies to DFT only
+    (for HF and xTB it is not used); a functional contradicting the method name, an unknown functional or basis,
+    or a method without orbitals raises :class:`QuantumInputError` with the accepted names."""
+    choice = canonical_method(method)
+    if choice.method == "dft":
+        choice = with_functional(choice, functional)
+    if choice.method not in METHODS:
+        raise QuantumInputError(
+            f"{choice.method} gives no electronic structure (orbitals).",
+            hint=f"Choose one of: {', '.join(METHODS)}, or a DFT functional name.",
+        )
+    if choice.method in XTB_METHODS:
+        return choice.method, None, None
+    basis = canonical_basis(basis or DEFAULT_BASIS)
+    if choice.method == "hf":
+        return "hf", None, basis
+    return "dft", choice.functional or DEFAULT_FUNCTIONAL, basis
 
 
-def _check(atoms: Atoms, method: str, charge: int, spin: int) -> None:
+def check_structure(atoms: Atoms, method: str, charge: int, spin: int) -> None:
+    """Size, periodicity, coordinates and the charge/spin of ``atoms`` for a canonical ``method``."""
     n = len(atoms)
     if n == 0:
         raise QuantumInputError("The structure has no atoms.")
-    if atoms.pbc.any():
+    if atoms.pbc.any() and method not in XTB_METHODS:
         raise QuantumInputError(
-            "electronic_structure handles molecules only (the structure is periodic).",
-            "Use a molecule, or orbital_energies with gfn1-xtb for periodic systems.",
+            f"{method} here handles molecules only (the structure is periodic).",
+            hint="Use a molecule, or gfn1-xtb/gfn2-xtb for periodic systems (orbitals at the Gamma point).",
         )
     if not np.all(np.isfinite(atoms.positions)):
         raise QuantumInputError("The structure has non-finite coordinates.")
     if n > MAX_ATOMS[method]:
-        cheaper = " Use method 'gfn2-xtb' (≤300 atoms)." if method in ("dft", "hf") else ""
+        cheaper = " Use method 'gfn2-xtb' (≤300 atoms)." if method in PYSCF_METHODS else ""
         raise QuantumInputError(f"{method} is limited to {MAX_ATOMS[method]} atoms; this structure has {n}.{cheaper}")
-    n_el = int(atoms.numbers.sum()) - int(charge)
-    if n_el < 1:
-        raise QuantumInputError(f"Charge {charge} leaves {n_el} electrons.")
-    if (n_el - int(spin)) % 2:
-        raise QuantumInputError(
-            f"{n_el} electrons cannot have {spin} unpaired electrons; set spin (2S) odd for an odd electron count."
-        )
+    check_charge_spin(atoms.numbers, charge, spin, method)
 
 
 def cache_key(
@@ -169,17 +197,23 @@ def cache_key(
     spin: int = 0,
     functional: str | None = None,
     basis: str | None = None,
+    restricted: bool | None = None,
 ) -> str:
-    """A stable hash of what determines the result: elements, positions (to 1e-8 Å), charge, spin, method."""
-    method = _canonical_method(method)
+    """A stable hash of what determines the result: elements, positions (to 1e-8 Å), cell, charge, spin, method
+    (with its functional and basis), restricted."""
+    method, functional, basis = resolve_method(method, functional, basis)
     h = hashlib.sha1()
     h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
     h.update(np.round(np.asarray(atoms.positions, dtype=np.float64), 8).tobytes())
-    opts = (method, int(charge), int(spin))
+    if atoms.pbc.any():
+        h.update(np.round(np.asarray(atoms.cell.array, dtype=np.float64), 8).tobytes() + atoms.pbc.tobytes())
+    opts: tuple = (method, int(charge), int(spin))
     if method == "dft":
-        opts += (str(functional or "b3lyp").lower(), str(basis or "def2-svp").lower())
+        opts += (functional, basis)
     elif method == "hf":
-        opts += (str(basis or "def2-svp").lower(),)
+        opts += (basis,)
+    if restricted is not None and method in PYSCF_METHODS:
+        opts += (bool(restricted),)
     h.update(repr(opts).encode())
     return h.hexdigest()[:16]
 
@@ -200,21 +234,27 @@ def electronic_structure(
     *,
     charge: int | None = None,
     spin: int | None = None,
-    functional: str = "b3lyp",
-    basis: str = "def2-svp",
+    functional: str | None = None,
+    basis: str | None = None,
+    restricted: bool | None = None,
     max_scf_cycles: int = 200,
     use_cache: bool = True,
 ) -> ElectronicStructure:
-    """Run (or fetch from the cache) one electronic-structure calculation of a molecule.
+    """Run (or fetch from the cache) one electronic-structure calculation of a molecule (xTB: also periodic,
+    orbitals at the Gamma point).
 
-    ``method``: ``gfn2-xtb`` (default), ``gfn1-xtb``, ``dft`` (``functional``/``basis``) or ``hf`` (``basis``).
-    ``charge``/``spin`` (2S) default to ``atoms.info`` or 0. Unrestricted when ``spin > 0``.
+    ``method``: ``gfn2-xtb`` (default), ``gfn1-xtb``, ``hf`` (``basis``), ``dft`` (``functional``, default
+    B3LYP, and ``basis``, default def2-SVP) or a functional name such as ``pbe`` (DFT with it); see
+    :func:`resolve_method`. ``charge``/``spin`` (2S) default to ``atoms.info`` or 0. Unrestricted when
+    ``spin > 0`` unless ``restricted`` says otherwise (PySCF only).
     """
-    method = _canonical_method(method)
+    if restricted is None:
+        restricted = canonical_method(method).restricted  # 'rhf' / 'uhf'
+    method, functional, basis = resolve_method(method, functional, basis)
     charge = int(atoms.info.get("charge", 0) if charge is None else charge)
     spin = int(atoms.info.get("spin", 0) if spin is None else spin)
-    _check(atoms, method, charge, spin)
-    key = cache_key(atoms, method, charge, spin, functional, basis)
+    check_structure(atoms, method, charge, spin)
+    key = cache_key(atoms, method, charge, spin, functional, basis, restricted)
     if use_cache:
         with _LOCK:
             if key in _CACHE:
@@ -223,7 +263,7 @@ def electronic_structure(
     if method in ("gfn2-xtb", "gfn1-xtb"):
         es = _run_tblite(atoms, method, charge, spin, max_scf_cycles)
     else:
-        es = _run_pyscf(atoms, method, charge, spin, functional, basis, max_scf_cycles)
+        es = _run_pyscf(atoms, method, charge, spin, functional, basis, max_scf_cycles, restricted)
     if use_cache:
         with _LOCK:
             _CACHE[key] = es
@@ -239,15 +279,21 @@ def _homo(occ: np.ndarray) -> int:
     return int(occupied.max())
 
 
+_TBLITE_NAMES = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
+
+
 def _run_tblite(atoms: Atoms, method: str, charge: int, spin: int, max_scf_cycles: int) -> ElectronicStructure:
     from tblite.interface import Calculator
 
+    periodic = bool(atoms.pbc.any())
     calc = Calculator(
-        "GFN2-xTB" if method == "gfn2-xtb" else "GFN1-xTB",
+        _TBLITE_NAMES[method],
         np.asarray(atoms.numbers),
         np.asarray(atoms.positions, dtype=float) / units.Bohr,
         charge=float(charge),
         uhf=int(spin),
+        lattice=np.asarray(atoms.cell.array, dtype=float) / units.Bohr if periodic else None,
+        periodic=np.asarray(atoms.pbc) if periodic else None,
     )
     calc.set("verbosity", 0)
     calc.set("max-iter", int(max_scf_cycles))
@@ -301,6 +347,9 @@ def _run_tblite(atoms: Atoms, method: str, charge: int, spin: int, max_scf_cycle
         ao_atom=ao_atom,
         ao_l=ao_l,
         core_hamiltonian_Eh=np.asarray(res.get("hamiltonian-matrix"), dtype=float),
+        cell=np.asarray(atoms.cell.array, dtype=float).copy() if periodic else None,
+        pbc=np.asarray(atoms.pbc, dtype=bool).copy() if periodic else None,
+        notes=["periodic: orbital energies and matrices at the Gamma point only"] if periodic else [],
     )
 
 
@@ -312,9 +361,10 @@ def _ao_ls(method: str, z: int) -> np.ndarray:
 
 
 def build_pyscf_mol(atoms: Atoms, basis: str, charge: int = 0, spin: int = 0):
-    """A PySCF ``Mole`` for ``atoms`` (Å) with a clear error for unknown basis sets."""
+    """A PySCF ``Mole`` for ``atoms`` (Å); ``basis`` must be a name in PySCF's basis table."""
     from pyscf import gto
 
+    basis = canonical_basis(basis)
     try:
         return gto.M(
             atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)],
@@ -326,34 +376,85 @@ def build_pyscf_mol(atoms: Atoms, basis: str, charge: int = 0, spin: int = 0):
         )
     except Exception as e:  # noqa: BLE001 - PySCF raises bare Exceptions/KeyErrors for unknown basis sets
         raise QuantumInputError(
-            f"PySCF could not build the molecule with basis {basis!r}: {e}. Try 'def2-svp', 'sto-3g' or '6-31g'."
+            f"PySCF could not build the molecule with basis {basis!r}: {e}.",
+            hint="Is the basis defined for every element here? Try 'def2-svp', 'sto-3g' or '6-31g'.",
         ) from e
 
 
-def make_pyscf_mf(mol, method: str, functional: str, spin: int, max_scf_cycles: int = 200):
+def make_pyscf_mf(
+    mol,
+    method: str,
+    functional: str | None,
+    spin: int,
+    max_scf_cycles: int = 200,
+    restricted: bool | None = None,
+):
+    """The PySCF mean-field object: RHF/UHF for ``hf`` (or functional ``"hf"``), RKS/UKS with ``functional``
+    for ``dft``; restricted by default when ``spin == 0``."""
     from pyscf import dft, scf
 
-    if method == "hf" or functional.strip().lower() in ("hf", "rhf", "uhf"):
-        mf = scf.RHF(mol) if spin == 0 else scf.UHF(mol)
+    choice = with_functional(MethodChoice(method), functional) if method == "dft" else canonical_method(method)
+    if choice.method not in PYSCF_METHODS:
+        raise QuantumInputError(f"{method!r} is not a PySCF method.", hint="Use 'hf' or 'dft' (with a functional).")
+    restricted = spin == 0 if restricted is None else bool(restricted)
+    if restricted and spin:
+        raise QuantumInputError(
+            f"A restricted calculation cannot have {spin} unpaired electrons.",
+            hint="Leave restricted unset (or false) for open shells.",
+        )
+    if choice.method == "hf":
+        mf = scf.RHF(mol) if restricted else scf.UHF(mol)
     else:
-        from pyscf.dft import libxc
-
-        try:
-            libxc.parse_xc(functional)
-        except Exception as e:  # noqa: BLE001
-            raise QuantumInputError(f"Unknown functional {functional!r}; try 'b3lyp', 'pbe', 'pbe0' or 'hf'.") from e
-        mf = dft.RKS(mol) if spin == 0 else dft.UKS(mol)
-        mf.xc = functional
+        mf = dft.RKS(mol) if restricted else dft.UKS(mol)
+        mf.xc = choice.functional or DEFAULT_FUNCTIONAL
     mf.max_cycle = int(max_scf_cycles)
     mf.verbose = 0
     return mf
 
 
+def ase_calculator(
+    atoms: Atoms,
+    method: str,
+    *,
+    charge: int = 0,
+    spin: int = 0,
+    functional: str | None = None,
+    basis: str | None = None,
+    restricted: bool | None = None,
+    max_scf_cycles: int = 200,
+):
+    """The ASE calculator (energy, forces, stress for periodic xTB, dipole) for an xTB or PySCF method, set up
+    exactly as :func:`electronic_structure` runs it. Call in a worker process: the imports are heavy."""
+    method, functional, basis = resolve_method(method, functional, basis)
+    check_structure(atoms, method, charge, spin)
+    if method in XTB_METHODS:
+        from tblite.ase import TBLite
+
+        return TBLite(
+            method=_TBLITE_NAMES[method],
+            charge=charge,
+            multiplicity=spin + 1,
+            max_iterations=max_scf_cycles,
+            verbosity=0,
+        )
+    from pyscf.pbc.tools.pyscf_ase import PySCF
+
+    mol = build_pyscf_mol(atoms, basis, charge, spin)
+    return PySCF(method=make_pyscf_mf(mol, method, functional, spin, max_scf_cycles, restricted))
+
+
 def _run_pyscf(
-    atoms: Atoms, method: str, charge: int, spin: int, functional: str, basis: str, max_scf_cycles: int
+    atoms: Atoms,
+    method: str,
+    charge: int,
+    spin: int,
+    functional: str | None,
+    basis: str,
+    max_scf_cycles: int,
+    restricted: bool | None = None,
 ) -> ElectronicStructure:
     mol = build_pyscf_mol(atoms, basis, charge, spin)
-    mf = make_pyscf_mf(mol, method, functional, spin, max_scf_cycles)
+    mf = make_pyscf_mf(mol, method, functional, spin, max_scf_cycles, restricted)
     cycles = {"n": 0}
 
     def _count(envs: dict[str, Any]) -> None:
@@ -366,8 +467,8 @@ def _run_pyscf(
         raise QuantumComputationError(f"PySCF {method} failed: {type(e).__name__}: {e}") from e
     if not mf.converged:
         raise QuantumComputationError(
-            f"The SCF of {method}/{basis} did not converge in {max_scf_cycles} cycles; raise max_scf_cycles or "
-            "check charge/spin."
+            f"The SCF of {method_label(method, functional, basis)} did not converge in {max_scf_cycles} cycles; "
+            "raise max_scf_cycles or check charge/spin."
         )
     overlap = np.asarray(mf.get_ovlp())
     dm = np.asarray(mf.make_rdm1())
@@ -384,9 +485,8 @@ def _run_pyscf(
     dip = np.asarray(mf.dip_moment(unit="AU", verbose=0)) * units.Bohr
     ao_l = np.asarray([mol.bas_angular(b) for b in range(mol.nbas) for _ in range(2 * mol.bas_angular(b) + 1)])
     ao_atom = np.asarray([mol.bas_atom(b) for b in range(mol.nbas) for _ in range(2 * mol.bas_angular(b) + 1)])
-    label = f"dft/{functional.lower()}/{basis.lower()}" if method == "dft" else f"hf/{basis.lower()}"
     return ElectronicStructure(
-        method=label,
+        method=method_label(method, functional, basis),
         code="pyscf",
         numbers=np.asarray(atoms.numbers).copy(),
         positions=np.asarray(atoms.positions, dtype=float).copy(),
@@ -428,6 +528,8 @@ _ARRAYS = (
     "ao_atom",
     "ao_l",
     "core_hamiltonian_Eh",
+    "cell",
+    "pbc",
 )
 
 
@@ -493,7 +595,9 @@ def _density_mol(es: ElectronicStructure):
     from pyscf import gto
 
     if es.code == "pyscf":
-        return build_pyscf_mol(es.atoms(), es.basis or "def2-svp", es.charge, es.spin), es.density_matrix, "total"
+        return build_pyscf_mol(es.atoms(), es.basis or DEFAULT_BASIS, es.charge, es.spin), es.density_matrix, "total"
+    if es.cell is not None:
+        raise QuantumInputError("A density grid is available for molecules only (this result is periodic).")
     if es.method != "gfn2-xtb" or not set(int(z) for z in es.numbers) <= set(_GFN2_ZETA):
         raise QuantumInputError(
             "A density grid for xTB is available for GFN2-xTB molecules of H, C, N, O only (tblite does not expose "

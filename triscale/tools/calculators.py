@@ -1,13 +1,15 @@
 """One calculator factory for every tool.
 
-Method names are validated against what is installed, per-method limits (atoms, elements, periodicity) are
-checked *before* anything runs, and a refusal names a cheaper method that would work. ``make_calculator`` is
-called inside the worker process; everything else here is cheap and runs in the caller.
+Method names come from the one method table (:mod:`triscale.quantum.methods`: ``"hf"`` is Hartree-Fock,
+``"pbe"`` DFT with PBE, ...) and are validated against what is installed; per-method limits (atoms, elements,
+periodicity) and the charge/spin are checked *before* anything runs, and a refusal names what would work.
+``make_calculator`` is called inside the worker process (xTB and PySCF calculators come from
+:func:`triscale.quantum.electronic.ase_calculator`, the one tblite/PySCF driver); everything else here is cheap
+and runs in the caller.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any, Literal
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
+from triscale.quantum import methods as qm
 from triscale.tools.errors import CalculationError, ToolInputError, ToolLimitError
 
 __all__ = [
@@ -26,6 +29,9 @@ __all__ = [
     "resolve_method",
     "check_limits",
     "make_calculator",
+    "canonical_method",
+    "charge_spin",
+    "is_dft",
     "EMT_ELEMENTS",
 ]
 
@@ -77,7 +83,7 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo(
             "gfn1-xtb",
             "GFN1-xTB tight binding (tblite); molecules and periodic",
-            300,
+            qm.MAX_ATOMS["gfn1-xtb"],
             "tblite",
             cost_rank=3,
             properties=("energy", "forces", "stress", "dipole", "charges", "orbitals"),
@@ -85,44 +91,31 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo(
             "gfn2-xtb",
             "GFN2-xTB tight binding (tblite); best for molecules",
-            300,
+            qm.MAX_ATOMS["gfn2-xtb"],
             "tblite",
             cost_rank=3,
             properties=("energy", "forces", "stress", "dipole", "charges", "orbitals"),
         ),
         MethodInfo(
+            "hf",
+            "Hartree-Fock with PySCF (molecules only; basis, charge, spin)",
+            qm.MAX_ATOMS["hf"],
+            "pyscf",
+            periodic=False,
+            cost_rank=4,
+            properties=("energy", "forces", "dipole", "orbitals"),
+        ),
+        MethodInfo(
             "dft",
-            "Kohn-Sham DFT or Hartree-Fock with PySCF (molecules only; functional, basis, charge, spin)",
-            30,
+            "Kohn-Sham DFT with PySCF (molecules only; functional, basis, charge, spin). A functional name such "
+            "as 'pbe' or 'b3lyp' as the method means DFT with it",
+            qm.MAX_ATOMS["dft"],
             "pyscf",
             periodic=False,
             cost_rank=5,
             properties=("energy", "forces", "dipole", "orbitals"),
         ),
     ]
-}
-
-_ALIASES = {
-    "xtb": "gfn2-xtb",
-    "gfn2": "gfn2-xtb",
-    "gfn2xtb": "gfn2-xtb",
-    "gfn2-xtb": "gfn2-xtb",
-    "tblite": "gfn2-xtb",
-    "gfn1": "gfn1-xtb",
-    "gfn1xtb": "gfn1-xtb",
-    "gfn1-xtb": "gfn1-xtb",
-    "pyscf": "dft",
-    "dft": "dft",
-    "hf": "dft",
-    "b3lyp": "dft",
-    "pbe": "dft",
-    "emt": "emt",
-    "chgnet": "chgnet",
-    "triscale": "triscale",
-    "foundation": "triscale",
-    "triscale-base": "triscale",
-    "mlip": "triscale",
-    "auto": "auto",
 }
 
 _CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "foundation" / "checkpoints"
@@ -136,29 +129,30 @@ class CalculatorSpec(BaseModel):
 
     method: str = Field(
         "auto",
-        description="auto | triscale | gfn2-xtb | gfn1-xtb | dft | emt | chgnet. 'auto' picks the foundation "
-        "model if shipped, else GFN2-xTB for molecules and EMT/CHGNet for crystals.",
+        description="auto | triscale | gfn2-xtb | gfn1-xtb | hf | dft | emt | chgnet, or a DFT functional name "
+        "(pbe, b3lyp, pbe0, ...: DFT with it). 'auto' picks the foundation model if shipped (GFN2-xTB for charged "
+        "or open-shell molecules), else GFN2-xTB for molecules and EMT/CHGNet for crystals.",
     )
-    charge: int | None = Field(None, ge=-10, le=10, description="Net charge (default: the structure's, 0).")
+    charge: int | None = Field(
+        None, ge=-10, le=10, description="Net charge (xTB, HF, DFT; default: the structure's, 0)."
+    )
     spin: int | None = Field(
-        None, ge=0, le=20, description="Unpaired electrons 2S (default: the structure's)."
+        None, ge=0, le=20, description="Unpaired electrons 2S (xTB, HF, DFT; default: the structure's, 0)."
     )
-    functional: str = Field("b3lyp", description="DFT only: exchange-correlation functional, or 'hf'.")
-    basis: str = Field("def2-svp", description="DFT only: Gaussian basis set.")
+    functional: str | None = Field(
+        None, description="dft only: exchange-correlation functional (default b3lyp), or 'hf' for Hartree-Fock."
+    )
+    basis: str | None = Field(None, description="hf/dft only: Gaussian basis-set name (default def2-svp).")
     restricted: bool | None = Field(
-        None, description="DFT only: restricted (RKS) or unrestricted; default by spin."
+        None, description="hf/dft only: restricted (RHF/RKS) or unrestricted; default by spin."
     )
     max_scf_cycles: int = Field(100, ge=1, le=2000, description="DFT/xTB: maximum SCF iterations.")
     model: str | list[str] = Field(
         "triscale-base",
         description="triscale only: checkpoint name or model directory; a list of them is a committee.",
     )
-    domain: str | None = Field(
-        None, description="triscale only: molecule | material; default by periodicity."
-    )
-    adapters: list[str] | None = Field(
-        None, description="triscale only: adapter directories (2+ = committee)."
-    )
+    domain: str | None = Field(None, description="triscale only: molecule | material; default by periodicity.")
+    adapters: list[str] | None = Field(None, description="triscale only: adapter directories (2+ = committee).")
     dtype: Literal["float32", "float64"] = Field("float64", description="triscale only: compute dtype.")
 
     @classmethod
@@ -172,9 +166,10 @@ class CalculatorSpec(BaseModel):
         return cls.model_validate(value)
 
     def label(self) -> str:
+        """What runs: ``hf/sto-3g``, ``dft/pbe/def2-svp``, ``gfn2-xtb``, ``triscale/...``."""
         m = self.method
-        if m == "dft":
-            return f"dft/{self.functional}/{self.basis}"
+        if m in qm.PYSCF_METHODS:
+            return qm.method_label(m, self.functional, self.basis)
         if m == "triscale":
             n = len(self.adapters or [])
             models = self.model if isinstance(self.model, list) else [self.model]
@@ -211,42 +206,91 @@ def available_methods() -> dict[str, dict[str, Any]]:
     return out
 
 
+def _tool_error(e: qm.QuantumInputError) -> ToolInputError:
+    return ToolInputError(str(e), hint=e.hint)
+
+
 def canonical_method(method: str) -> str:
-    key = str(method).strip().lower().replace("_", "-").replace(" ", "")
-    if key in _ALIASES:
-        return _ALIASES[key]
-    close = difflib.get_close_matches(key, list(_ALIASES), n=3, cutoff=0.5)
-    suggest = list(dict.fromkeys(_ALIASES[c] for c in close))  # several aliases share one method
-    raise ToolInputError(
-        f"Unknown calculator {method!r}.",
-        hint=f"Choose one of: {', '.join(['auto', *METHODS])}"
-        + (f" (did you mean {', '.join(repr(m) for m in suggest)}?)" if suggest else "."),
-    )
+    """The canonical method for a name (``"pbe"`` -> ``"dft"``, ``"rhf"`` -> ``"hf"``); unknown names are refused
+    with the accepted list. :func:`resolve_method` also keeps the functional a name carries."""
+    try:
+        return qm.canonical_method(method, "calculator").method
+    except qm.QuantumInputError as e:
+        raise _tool_error(e) from None
+
+
+def is_dft(calculator: Any) -> bool:
+    """True when a tool's ``calculator`` argument (name, dict or :class:`CalculatorSpec`) asks for PySCF HF or
+    DFT, the expensive methods (for approval policies)."""
+    return qm.is_dft(calculator)
+
+
+def charge_spin(spec: CalculatorSpec, atoms: Atoms) -> tuple[int, int]:
+    """The net charge and spin (2S) a calculation uses: the spec's, else the structure's (``atoms.info``), else 0.
+    A method without charge/spin (emt, chgnet, triscale) uses 0 and 0; :func:`check_limits` refuses an explicit
+    non-zero value or a charged structure for it."""
+    method = canonical_method(spec.method)
+    if method not in qm.ELECTRONIC:
+        return 0, 0
+    charge = spec.charge if spec.charge is not None else int(atoms.info.get("charge", 0))
+    spin = spec.spin if spec.spin is not None else int(atoms.info.get("spin", 0))
+    return int(charge), int(spin)
+
+
+def _pick_auto(spec: CalculatorSpec, atoms: Atoms) -> str:
+    symbols = set(atoms.get_chemical_symbols())
+    periodic = bool(atoms.pbc.any())
+    charged = bool(spec.charge or spec.spin or atoms.info.get("charge", 0) or (not periodic and atoms.info.get("spin")))
+    small = len(atoms) <= METHODS["gfn2-xtb"].max_atoms
+    if _checkpoint_shipped() and _installed("torch") and not charged:
+        return "triscale"
+    if not periodic and small and _installed("tblite"):
+        return "gfn2-xtb"
+    if symbols <= EMT_ELEMENTS and periodic and not charged:
+        return "emt"
+    if _installed("chgnet") and not charged:
+        return "chgnet"
+    return "gfn1-xtb"
 
 
 def resolve_method(spec: CalculatorSpec, atoms: Atoms) -> CalculatorSpec:
-    """Canonicalise the method name (resolving ``auto`` for this structure) and check that it is installed."""
-    method = canonical_method(spec.method)
-    if method == "auto":
-        symbols = set(atoms.get_chemical_symbols())
-        periodic = bool(atoms.pbc.any())
-        if _checkpoint_shipped() and _installed("torch"):
-            method = "triscale"
-        elif not periodic and len(atoms) <= METHODS["gfn2-xtb"].max_atoms and _installed("tblite"):
-            method = "gfn2-xtb"
-        elif symbols <= EMT_ELEMENTS and periodic:
-            method = "emt"
-        elif _installed("chgnet"):
-            method = "chgnet"
-        else:
-            method = "gfn1-xtb"
-    info = METHODS[method]
+    """Canonicalise the method (resolving ``auto`` for this structure; a functional name becomes ``dft`` with that
+    functional), the functional and the basis, and check that the method is installed. Options that do not apply
+    to the method (a functional for xTB, a basis for EMT) and contradictions (method ``pbe`` with functional
+    ``b3lyp``) are refused, so that what runs is what was asked for."""
+    try:
+        choice = qm.canonical_method(spec.method, "calculator")
+        if choice.method == "auto":
+            choice = qm.MethodChoice(_pick_auto(spec, atoms))
+        if choice.method in qm.PYSCF_METHODS:
+            choice = qm.with_functional(choice, spec.functional)
+        elif spec.functional is not None:
+            qm.with_functional(choice, spec.functional)  # raises: this method has no functional
+        if choice.method not in qm.PYSCF_METHODS and (spec.basis is not None or spec.restricted is not None):
+            raise qm.QuantumInputError(
+                f"{choice.method} takes no basis set or restricted flag (basis={spec.basis!r}, "
+                f"restricted={spec.restricted!r}).",
+                hint="basis and restricted apply to 'hf' and 'dft' (or a functional name); leave them out otherwise.",
+            )
+        basis = qm.canonical_basis(spec.basis or qm.DEFAULT_BASIS) if choice.method in qm.PYSCF_METHODS else None
+    except qm.QuantumInputError as e:
+        raise _tool_error(e) from None
+    info = METHODS[choice.method]
     if not _installed(info.module):
         raise ToolInputError(
-            f"Calculator {method!r} is not installed (missing Python package {info.module!r}).",
+            f"Calculator {choice.method!r} is not installed (missing Python package {info.module!r}).",
             hint=f"Installed: {', '.join(k for k, v in available_methods().items() if v['installed'])}.",
         )
-    return spec.model_copy(update={"method": method})
+    restricted = spec.restricted
+    if choice.restricted is not None:  # 'rhf' / 'uhf'
+        if restricted is not None and restricted != choice.restricted:
+            raise ToolInputError(
+                f"Method {spec.method!r} contradicts restricted={restricted}.", hint="Give one of them, not both."
+            )
+        restricted = choice.restricted
+    update: dict[str, Any] = {"method": choice.method, "basis": basis, "restricted": restricted}
+    update["functional"] = (choice.functional or qm.DEFAULT_FUNCTIONAL) if choice.method == "dft" else None
+    return spec.model_copy(update=update)
 
 
 def _cheaper(atoms: Atoms, than: MethodInfo) -> list[str]:
@@ -268,7 +312,8 @@ def _cheaper(atoms: Atoms, than: MethodInfo) -> list[str]:
 
 def check_limits(spec: CalculatorSpec, atoms: Atoms) -> None:
     """Raise before running if the method cannot handle this structure."""
-    info = METHODS[canonical_method(spec.method)]
+    method = canonical_method(spec.method)
+    info = METHODS[method]
     n = len(atoms)
     if n > info.max_atoms:
         alts = _cheaper(atoms, info)
@@ -286,85 +331,56 @@ def check_limits(spec: CalculatorSpec, atoms: Atoms) -> None:
         if bad:
             alts = _cheaper(atoms, info)
             raise ToolInputError(
-                f"{info.name} has no parameters for {', '.join(bad)} "
-                f"(supports {', '.join(sorted(info.elements))}).",
+                f"{info.name} has no parameters for {', '.join(bad)} (supports {', '.join(sorted(info.elements))}).",
                 hint=("Use " + ", ".join(alts) + ".") if alts else None,
             )
+    _check_charge_spin(spec, atoms, method)
 
 
-def _charge_spin(spec: CalculatorSpec, atoms: Atoms) -> tuple[int, int]:
-    charge = spec.charge if spec.charge is not None else int(atoms.info.get("charge", 0))
-    spin = spec.spin if spec.spin is not None else int(atoms.info.get("spin", 0))
-    return charge, spin
-
-
-def _pyscf_method(spec: CalculatorSpec, atoms: Atoms):
-    from pyscf import dft, gto, scf
-
-    charge, spin = _charge_spin(spec, atoms)
-    n_electrons = int(atoms.numbers.sum()) - charge
-    if (n_electrons - spin) % 2:
-        raise ToolInputError(
-            f"{n_electrons} electrons cannot have {spin} unpaired electrons.",
-            hint="Set spin (2S) to an odd number for an odd electron count and even otherwise.",
-        )
+def _check_charge_spin(spec: CalculatorSpec, atoms: Atoms, method: str) -> None:
+    """The one charge/spin check for every method (see :func:`triscale.quantum.methods.check_charge_spin`)."""
     try:
-        mol = gto.M(
-            atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)],
-            unit="Angstrom",
-            basis=spec.basis,
-            charge=charge,
-            spin=spin,
-            verbose=0,
-        )
-    except Exception as e:  # pyscf raises bare Exceptions / KeyErrors for unknown basis sets
-        raise ToolInputError(
-            f"PySCF could not build the molecule with basis {spec.basis!r}: {e}",
-            hint="Try basis 'def2-svp', 'sto-3g' or '6-31g*'.",
-        ) from e
-    restricted = spec.restricted if spec.restricted is not None else spin == 0
-    xc = spec.functional.strip().lower()
-    if xc in ("hf", "rhf", "uhf"):
-        mf = scf.RHF(mol) if restricted else scf.UHF(mol)
-    else:
-        mf = dft.RKS(mol) if restricted else dft.UKS(mol)
-        mf.xc = xc
-        try:
-            from pyscf.dft import libxc
-
-            libxc.parse_xc(xc)
-        except Exception as e:
-            raise ToolInputError(
-                f"Unknown functional {spec.functional!r}.",
-                hint="Try 'b3lyp', 'pbe', 'pbe0', 'wb97x' or 'hf'.",
-            ) from e
-    mf.max_cycle = spec.max_scf_cycles
-    mf.verbose = 0
-    return mf
+        if method in qm.ELECTRONIC:
+            charge, spin = charge_spin(spec, atoms)
+            qm.check_charge_spin(atoms.numbers, charge, spin, method)
+            if spec.restricted and spin:
+                raise qm.QuantumInputError(
+                    f"A restricted calculation cannot have {spin} unpaired electrons.",
+                    hint="Leave restricted unset (or false) for open shells.",
+                )
+            return
+        # no charge or spin here: an explicit non-zero value, or a charged molecule, is refused, not ignored
+        qm.check_charge_spin(atoms.numbers, spec.charge or 0, spec.spin or 0, method)
+        qm.check_charge_spin(atoms.numbers, int(atoms.info.get("charge", 0)), 0, method)
+    except qm.QuantumInputError as e:
+        raise _tool_error(e) from None
 
 
 def make_calculator(spec: CalculatorSpec, atoms: Atoms, workspace_root: str | None = None):
     """Build the ASE calculator for a resolved spec (call inside the worker; imports are heavy)."""
     method = canonical_method(spec.method)
+    _check_charge_spin(spec, atoms, method)
     if method == "emt":
         from ase.calculators.emt import EMT
 
         return EMT()
-    if method in ("gfn2-xtb", "gfn1-xtb"):
-        from tblite.ase import TBLite
+    if method in qm.ELECTRONIC:
+        from triscale.quantum.electronic import ase_calculator
 
-        charge, spin = _charge_spin(spec, atoms)
-        return TBLite(
-            method="GFN2-xTB" if method == "gfn2-xtb" else "GFN1-xTB",
-            charge=charge,
-            multiplicity=spin + 1,
-            max_iterations=spec.max_scf_cycles,
-            verbosity=0,
-        )
-    if method == "dft":
-        from pyscf.pbc.tools.pyscf_ase import PySCF
-
-        return PySCF(method=_pyscf_method(spec, atoms))
+        charge, spin = charge_spin(spec, atoms)
+        try:
+            return ase_calculator(
+                atoms,
+                spec.method,  # the name as given: "pbe" keeps its functional
+                charge=charge,
+                spin=spin,
+                functional=spec.functional,
+                basis=spec.basis,
+                restricted=spec.restricted,
+                max_scf_cycles=spec.max_scf_cycles,
+            )
+        except qm.QuantumInputError as e:
+            raise _tool_error(e) from None
     if method == "chgnet":
         import warnings
 
@@ -396,9 +412,7 @@ def make_calculator(spec: CalculatorSpec, atoms: Atoms, workspace_root: str | No
 
             if adapters:
                 raise ToolInputError("Use either several models or adapters for a committee, not both.")
-            return TriScaleCalculator(
-                [triscale.load(m) for m in models], domain=spec.domain, dtype=spec.dtype
-            )
+            return TriScaleCalculator([triscale.load(m) for m in models], domain=spec.domain, dtype=spec.dtype)
         except ToolInputError:
             raise
         except (FileNotFoundError, KeyError, OSError, ValueError, ImportError, ModuleNotFoundError) as e:

@@ -1,6 +1,7 @@
 """The heavy parts of the tools. Every function here runs inside a worker process (see ``worker.py``): it gets
 plain picklable inputs (ASE ``Atoms`` without calculator, a :class:`CalculatorSpec`, paths) and returns plain
-data. Nothing here touches the structure store."""
+data. Nothing here touches the structure store. Orbitals and AO matrices come from
+:func:`triscale.quantum.electronic.electronic_structure` (see ``tools/quantum.py``), not from here."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 
-from triscale.tools.calculators import CalculatorSpec, make_calculator
+from triscale.tools.calculators import CalculatorSpec, charge_spin, make_calculator
 from triscale.tools.errors import CalculationError, ToolInputError
 
 __all__: list[str] = []
@@ -279,9 +280,7 @@ def vibrations(
     }
 
 
-def eos(
-    atoms: Atoms, spec: CalculatorSpec, root: str | None, volume_range: float, n_points: int
-) -> dict[str, Any]:
+def eos(atoms: Atoms, spec: CalculatorSpec, root: str | None, volume_range: float, n_points: int) -> dict[str, Any]:
     atoms = _attach(atoms, spec, root)
     cell0 = atoms.get_cell().copy()
     scales = np.linspace(1.0 - volume_range, 1.0 + volume_range, n_points) ** (1.0 / 3.0)
@@ -294,69 +293,6 @@ def eos(
     except Exception as e:  # noqa: BLE001
         raise _calc_failed(e, spec) from e
     return {"volumes": np.asarray(vols), "energies": np.asarray(ens), "cell0": np.asarray(cell0)}
-
-
-def orbitals(atoms: Atoms, spec: CalculatorSpec, root: str | None) -> dict[str, Any]:
-    """Orbital energies (eV) and occupations from tblite (xTB) or PySCF (DFT/HF)."""
-    from triscale.tools.calculators import _charge_spin, _pyscf_method
-
-    method = spec.method
-    charge, spin = _charge_spin(spec, atoms)
-    if method in ("gfn2-xtb", "gfn1-xtb"):
-        from tblite.interface import Calculator
-
-        calc = Calculator(
-            "GFN2-xTB" if method == "gfn2-xtb" else "GFN1-xTB",
-            atoms.numbers,
-            atoms.positions / units.Bohr,
-            charge=charge,
-            uhf=spin,
-            lattice=atoms.cell.array / units.Bohr if atoms.pbc.any() else None,
-            periodic=atoms.pbc if atoms.pbc.any() else None,
-        )
-        calc.set("verbosity", 0)
-        calc.set("max-iter", spec.max_scf_cycles)
-        try:
-            res = calc.singlepoint()
-        except RuntimeError as e:
-            raise _calc_failed(e, spec) from e
-        eps = np.asarray(res.get("orbital-energies")) * units.Hartree
-        occ = np.asarray(res.get("orbital-occupations"))
-        energy = float(res.get("energy")) * units.Hartree
-        if occ.ndim == 2:  # spin-resolved: total occupation per orbital
-            occ = occ.sum(axis=0)
-        if eps.ndim == 2:
-            eps = eps[0]
-    elif method == "dft":
-        mf = _pyscf_method(spec, atoms)
-        energy_h = mf.kernel()
-        if not mf.converged:
-            raise CalculationError(
-                f"The SCF of {spec.label()} did not converge in {spec.max_scf_cycles} cycles.",
-                hint="Raise max_scf_cycles, check charge/spin, or use gfn2-xtb.",
-            )
-        energy = float(energy_h) * units.Hartree
-        mo_e = np.asarray(mf.mo_energy)
-        mo_occ = np.asarray(mf.mo_occ)
-        if mo_e.ndim == 2:  # unrestricted: merge alpha and beta
-            order = np.argsort(mo_e.ravel())
-            eps = mo_e.ravel()[order] * units.Hartree
-            occ = mo_occ.ravel()[order]
-        else:
-            eps, occ = mo_e * units.Hartree, mo_occ
-    else:
-        raise ToolInputError(
-            f"Orbital energies are available from gfn2-xtb, gfn1-xtb and dft, not {method!r}.",
-            hint="Use calculator 'gfn2-xtb' (fast) or 'dft'.",
-        )
-    occupied = (
-        np.where(occ > 0.5)[0] if method == "dft" and eps.shape != occ.shape else np.where(occ > 1e-3)[0]
-    )
-    if len(occupied) == 0:
-        raise CalculationError("No occupied orbitals found.")
-    homo = int(occupied.max())
-    lumo = homo + 1 if homo + 1 < len(eps) else None
-    return {"energy": energy, "eps": eps, "occ": occ, "homo": homo, "lumo": lumo}
 
 
 def relax_and_energy(
@@ -383,7 +319,7 @@ def relax_and_energy(
             potentialenergy=res["energy"],
             atoms=res["atoms"],
             symmetrynumber=v["symmetry_number"],
-            spin=res["atoms"].info.get("spin", 0) / 2.0,
+            spin=charge_spin(spec, res["atoms"])[1] / 2.0,
             ignore_imag_modes=True,
         )
         out["gibbs"] = float(thermo_obj.get_gibbs_energy(temperature_K, pressure_Pa, verbose=False))

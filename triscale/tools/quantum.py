@@ -1,22 +1,27 @@
 """Quantum-scale tools in the registry: ``electronic_structure`` (tblite GFN2/GFN1-xTB or PySCF HF/DFT: orbitals,
 gap, charges, dipole, AO matrices as npz, density cube + PNG slice) and ``predict_hamiltonian`` (the learned
 GFN2-xTB Hamiltonian head on the foundation encoder). Thin wrappers over :mod:`triscale.quantum`; the heavy work
-runs in a worker process. Results are cached per (structure, method) as one npz per pair in ``quantum/``."""
+runs in a worker process. Results are cached per (structure, method) as one npz per pair in ``quantum/``.
+
+:func:`electronic_result` builds the result for ``electronic_structure`` and for ``orbital_energies`` (which
+returns a subset of its fields), so both tools compute and report orbitals the same way."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from ase import units
-from pydantic import AliasChoices, Field, field_validator
+from ase import Atoms, units
+from pydantic import AliasChoices, Field
 
+from triscale.quantum.methods import ELECTRONIC, QuantumInputError, canonical_method
+from triscale.tools.calculators import CalculatorSpec, charge_spin, check_limits, resolve_method
 from triscale.tools.errors import CalculationError, ToolInputError
 from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.validation import validate_atoms
 
-__all__: list[str] = []
+__all__ = ["electronic_result"]
 
 MAX_LISTED = 60  # charges are listed for molecules up to this size; larger ones only in the npz
 
@@ -26,11 +31,15 @@ class ElectronicStructureInput(ToolInput):
         validation_alias=AliasChoices("structure_id", "structure"),
         description="Structure id such as 'st3'; a molecule name ('water') or SMILES also works.",
     )
-    method: Literal["gfn2-xtb", "gfn1-xtb", "dft", "hf"] = Field(
-        "gfn2-xtb", description="gfn2-xtb (fast, ≤300 atoms), gfn1-xtb, dft or hf (PySCF, ≤30 atoms)."
+    method: str = Field(
+        "gfn2-xtb",
+        description="gfn2-xtb (fast, ≤300 atoms; periodic: Gamma point), gfn1-xtb, hf or dft (PySCF, ≤30 atoms), "
+        "or a DFT functional name (pbe, b3lyp, pbe0, ...: DFT with it).",
     )
-    functional: str = Field("b3lyp", description="dft only: exchange-correlation functional.")
-    basis: str = Field("def2-svp", description="dft/hf only: Gaussian basis set (e.g. sto-3g, 6-31g, def2-svp).")
+    functional: str | None = Field(None, description="dft only: exchange-correlation functional (default b3lyp).")
+    basis: str | None = Field(
+        None, description="hf/dft only: Gaussian basis-set name (e.g. sto-3g, 6-31g, def2-svp; default def2-svp)."
+    )
     charge: int | None = Field(None, ge=-10, le=10, description="Net charge (default: the structure's, 0).")
     spin: int | None = Field(None, ge=0, le=20, description="Unpaired electrons 2S (default: the structure's, 0).")
     density_cube: bool = Field(
@@ -41,22 +50,6 @@ class ElectronicStructureInput(ToolInput):
     cube_resolution_A: float = Field(0.15, ge=0.05, le=0.5, description="Grid spacing of the cube file (Å).")
     n_window: int = Field(5, ge=1, le=50, description="Orbitals listed below the HOMO and above the LUMO.")
     max_scf_cycles: int = Field(200, ge=1, le=2000)
-
-    @field_validator("method", mode="before")
-    @classmethod
-    def _alias(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            k = v.strip().lower().replace("_", "-")
-            return {
-                "xtb": "gfn2-xtb",
-                "gfn2": "gfn2-xtb",
-                "tblite": "gfn2-xtb",
-                "gfn1": "gfn1-xtb",
-                "pyscf": "dft",
-                "b3lyp": "dft",
-                "rhf": "hf",
-            }.get(k, k)
-        return v
 
 
 class ElectronicStructureResult(ToolResult):
@@ -85,12 +78,12 @@ class ElectronicStructureResult(ToolResult):
 
 def _guard(fn, *args: Any, **kwargs: Any) -> Any:
     """Run in the worker; quantum errors become tool errors the caller understands."""
-    from triscale.quantum.electronic import QuantumComputationError, QuantumInputError
+    from triscale.quantum.electronic import QuantumComputationError
 
     try:
         return fn(*args, **kwargs)
     except QuantumInputError as e:
-        raise ToolInputError(str(e)) from None
+        raise ToolInputError(str(e), hint=e.hint) from None
     except QuantumComputationError as e:
         raise CalculationError(str(e), hint="Raise max_scf_cycles, check charge/spin, or use gfn2-xtb.") from None
 
@@ -128,59 +121,93 @@ def electronic_structure_tool(ctx: ToolContext, a: ElectronicStructureInput) -> 
     """Orbital energies, HOMO-LUMO gap, partial charges and dipole of a molecule from GFN2/GFN1-xTB (tblite) or
     HF/DFT (PySCF), with the AO Fock/Hamiltonian, overlap and density matrices saved as npz in the workspace and,
     for dft/hf, the electron density as a cube file with a PNG slice. Cached per structure and method."""
-    from triscale.quantum.electronic import MAX_ATOMS, QuantumInputError, _check, cache_key
-
+    try:
+        canonical_method(a.method, "method")  # named as this tool's argument in the refusal
+    except QuantumInputError as e:
+        raise ToolInputError(str(e), hint=e.hint) from None
     sid, atoms = ctx.structure(a.structure_id)
     validate_atoms(atoms)
-    charge = int(atoms.info.get("charge", 0) if a.charge is None else a.charge)
-    spin = int(atoms.info.get("spin", 0) if a.spin is None else a.spin)
-    try:
-        _check(atoms, a.method, charge, spin)  # limits before a worker starts
-    except QuantumInputError as e:
-        limits = f"Limits: {', '.join(f'{k} ≤{v} atoms' for k, v in MAX_ATOMS.items())}."
-        raise ToolInputError(str(e), hint=limits if "limited to" in str(e) else None) from None
-    if (
-        a.density_cube
-        and a.method == "gfn1-xtb"
-        or (a.density_cube and a.method == "gfn2-xtb" and not set(atoms.numbers.tolist()) <= {1, 6, 7, 8})
+    spec = CalculatorSpec(
+        method=a.method,
+        functional=a.functional,
+        basis=a.basis,
+        charge=a.charge,
+        spin=a.spin,
+        max_scf_cycles=a.max_scf_cycles,
+    )
+    return electronic_result(
+        ctx, sid, atoms, spec, n_window=a.n_window, density_cube=a.density_cube, cube_resolution_A=a.cube_resolution_A
+    )
+
+
+def electronic_result(
+    ctx: ToolContext,
+    sid: str,
+    atoms: Atoms,
+    spec: CalculatorSpec,
+    *,
+    n_window: int = 5,
+    density_cube: bool = False,
+    cube_resolution_A: float = 0.15,
+) -> ElectronicStructureResult:
+    """Resolve and check ``spec`` for ``atoms`` (method, functional, basis, limits, charge/spin: before a worker
+    starts), run :func:`triscale.quantum.electronic.electronic_structure` in the worker (or reuse the workspace's
+    npz) and build the result. Shared by the ``electronic_structure`` and ``orbital_energies`` tools."""
+    from triscale.quantum.electronic import cache_key
+
+    spec = resolve_method(spec, atoms)
+    if spec.method not in ELECTRONIC:
+        raise ToolInputError(
+            f"Orbital energies need gfn2-xtb, gfn1-xtb, hf or dft, not {spec.method}.",
+            hint="Use calculator 'gfn2-xtb' (fast), 'hf', or 'dft' / a functional name such as 'pbe'.",
+        )
+    check_limits(spec, atoms)
+    charge, spin = charge_spin(spec, atoms)
+    if density_cube and (
+        atoms.pbc.any()
+        or spec.method == "gfn1-xtb"
+        or (spec.method == "gfn2-xtb" and not set(atoms.numbers.tolist()) <= {1, 6, 7, 8})
     ):
         raise ToolInputError(
             "density_cube with xTB is available for gfn2-xtb molecules of H, C, N, O only (tblite does not expose "
             "its basis functions; those are rebuilt here).",
             hint="Call again with method='dft' (≤30 atoms), or density_cube=false.",
         )
-    key = cache_key(atoms, a.method, charge, spin, a.functional, a.basis)
-    stem = f"{sid}-{a.method}-{key}"
+    key = cache_key(atoms, spec.method, charge, spin, spec.functional, spec.basis, spec.restricted)
+    stem = f"{sid}-{spec.method}-{key}"
     npz = ctx.workspace.path(f"quantum/{stem}.npz")
-    cube = ctx.workspace.path(f"quantum/{stem}-density.cube") if a.density_cube else None
-    png = ctx.workspace.path(f"quantum/{stem}-density.png") if a.density_cube else None
+    cube = ctx.workspace.path(f"quantum/{stem}-density.cube") if density_cube else None
+    png = ctx.workspace.path(f"quantum/{stem}-density.png") if density_cube else None
     kw = {
         "charge": charge,
         "spin": spin,
-        "functional": a.functional,
-        "basis": a.basis,
-        "max_scf_cycles": a.max_scf_cycles,
+        "functional": spec.functional,
+        "basis": spec.basis,
+        "restricted": spec.restricted,
+        "max_scf_cycles": spec.max_scf_cycles,
     }
     r = ctx.compute(
         _guard,
         _run_electronic,
         atoms,
-        a.method,
+        spec.method,
         kw,
         str(npz),
         cube and str(cube),
         png and str(png),
-        a.cube_resolution_A,
-        label=f"{a.method} electronic structure",
+        cube_resolution_A,
+        label=f"{spec.label()} electronic structure",
     )
     es = r.pop("es")
     eps, occ, homo = es.orbital_energies_eV, es.occupations, es.homo_index
-    lo, hi = max(0, homo - a.n_window + 1), min(len(eps), homo + 1 + a.n_window)
+    lo, hi = max(0, homo - n_window + 1), min(len(eps), homo + 1 + n_window)
     notes = []
+    if atoms.pbc.any():
+        notes.append("periodic: orbital energies at the Gamma point only (no k-point sampling)")
     if len(atoms) > MAX_LISTED:
         notes.append(f"charges omitted for >{MAX_LISTED} atoms; they are in the npz (charges_e)")
     n_el = int(atoms.numbers.sum()) - charge
-    if a.method == "gfn2-xtb" and a.density_cube:
+    if spec.method == "gfn2-xtb" and density_cube:
         n_el = int(round(float(es.occupations.sum())))
         notes.append(f"xTB density is the valence density ({n_el} electrons; cores are not in the model)")
     if r.get("cube_integrated_electrons") is not None and r["cube_integrated_electrons"] < n_el - 0.5:
@@ -256,7 +283,7 @@ class PredictHamiltonianResult(ToolResult):
 
 
 def _run_predict(atoms, model_ref: str, compare: bool, npz_path: str) -> dict[str, Any]:
-    from triscale.quantum.electronic import QuantumInputError, electronic_structure
+    from triscale.quantum.electronic import electronic_structure
     from triscale.quantum.hamiltonian import gap_conformal, load_hamiltonian_model, n_occupied, predict_hamiltonian
 
     try:

@@ -127,27 +127,25 @@ class Tool:
 
 REGISTRY: dict[str, Tool] = {}
 
-# Calls that need a person's approval when approval is switched on: DFT/HF anywhere, and long MD.
-EXPENSIVE_METHODS = frozenset({"dft"})  # canonical names (``hf``, ``b3lyp``, ``pbe``, ``pyscf`` all become dft)
+# Calls that need a person's approval when approval is switched on: PySCF HF/DFT anywhere, and long MD.
 LONG_MD_STEPS = 20_000
 
 
-def _method_of(value: Any) -> str | None:
-    """The canonical method of a ``calculator`` (spec or string) or ``method`` argument; None if unknown."""
-    from triscale.tools.calculators import canonical_method
-
-    raw = getattr(value, "method", value)
-    if not isinstance(raw, str):
-        return None
-    try:
-        return canonical_method(raw)
-    except ToolInputError:
-        return None  # an unknown method is refused when the tool runs
-
-
 def uses_expensive_method(args: BaseModel) -> bool:
-    """The validated input asks for DFT/HF, through ``calculator`` (a spec or a name) or ``method``."""
-    return any(_method_of(getattr(args, key, None)) in EXPENSIVE_METHODS for key in ("calculator", "method"))
+    """The validated input asks for PySCF HF or DFT, through ``calculator`` (a spec or a name) or ``method``
+    (every spelling the method table accepts: 'hf', 'PBE', {'method': 'dft'}, ...)."""
+    from triscale.tools.calculators import is_dft
+
+    for key in ("calculator", "method"):
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        try:
+            if is_dft(value):
+                return True
+        except ToolInputError:
+            continue  # an unknown method is refused when the tool runs
+    return False
 
 
 def _long_md(args: BaseModel) -> bool:

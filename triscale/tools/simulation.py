@@ -34,8 +34,9 @@ class CalcInput(ToolInput):
     )
     calculator: CalculatorSpec = Field(
         default_factory=CalculatorSpec,
-        description="Method name ('gfn2-xtb', 'gfn1-xtb', 'dft', 'emt', 'chgnet', 'triscale', 'auto') or an "
-        "object with method and options (charge, spin, functional, basis, ...).",
+        description="Method name ('gfn2-xtb', 'gfn1-xtb', 'hf', 'dft', 'emt', 'chgnet', 'triscale', 'auto', or a "
+        "DFT functional such as 'pbe', 'b3lyp', 'pbe0': DFT with it) or an object with method and options "
+        "(charge, spin, functional, basis, ...).",
     )
 
     @field_validator("calculator", mode="before")
@@ -887,8 +888,8 @@ class OrbitalInput(CalcInput):
     calculator: CalculatorSpec = Field(
         # 'auto' would become the foundation model once a checkpoint ships, which has no orbitals
         default_factory=lambda: CalculatorSpec(method="gfn2-xtb"),
-        description="'gfn2-xtb' (default), 'gfn1-xtb' or 'dft' (an object with functional, basis, charge, "
-        "spin, ...).",
+        description="'gfn2-xtb' (default), 'gfn1-xtb', 'hf', 'dft' or a functional name such as 'pbe' (or an "
+        "object with method, functional, basis, charge, spin, ...).",
     )
     n_window: int = Field(5, ge=1, le=50, description="Orbitals listed below HOMO and above LUMO.")
 
@@ -901,6 +902,8 @@ class OrbitalInput(CalcInput):
 
 
 class OrbitalResult(ToolResult):
+    """The orbital fields of ``electronic_structure``'s result (same computation, same numbers)."""
+
     structure_id: str
     formula: str
     method: str
@@ -912,6 +915,9 @@ class OrbitalResult(ToolResult):
     n_orbitals: int
     orbital_energies_eV: list[float] = Field(description="Window from HOMO-n_window+1 to LUMO+n_window-1.")
     occupations: list[float]
+
+
+_ORBITAL_FIELDS = set(OrbitalResult.model_fields) - {"n_orbitals"}
 
 
 @register(
@@ -926,30 +932,15 @@ class OrbitalResult(ToolResult):
     answer_fields=("homo_eV", "lumo_eV", "gap_eV"),
 )
 def orbital_energies(ctx: ToolContext, a: OrbitalInput) -> OrbitalResult:
-    """HOMO, LUMO, HOMO-LUMO gap and orbital energies around the gap from GFN2/GFN1-xTB (tblite) or DFT/HF
-    (PySCF)."""
-    sid, atoms, spec = _prepare(ctx, a)
-    if spec.method not in ("gfn2-xtb", "gfn1-xtb", "dft"):
-        raise ToolInputError(
-            f"Orbital energies need gfn2-xtb, gfn1-xtb or dft, not {spec.method}.",
-            hint="Use calculator 'gfn2-xtb' (fast) or 'dft'.",
-        )
-    r = ctx.compute(compute.orbitals, atoms, spec, ctx.root, label=f"{spec.label()} orbitals")
-    eps, occ, homo, lumo = r["eps"], r["occ"], r["homo"], r["lumo"]
-    lo, hi = max(0, homo - a.n_window + 1), min(len(eps), homo + 1 + a.n_window)
-    return OrbitalResult(
-        structure_id=sid,
-        formula=atoms.get_chemical_formula(mode="hill"),
-        method=spec.label(),
-        energy_eV=_r(r["energy"]),
-        homo_eV=_r(eps[homo]),
-        lumo_eV=None if lumo is None else _r(eps[lumo]),
-        gap_eV=None if lumo is None else _r(eps[lumo] - eps[homo]),
-        homo_index=homo,
-        n_orbitals=len(eps),
-        orbital_energies_eV=[round(float(x), 5) for x in eps[lo:hi]],
-        occupations=[round(float(x), 4) for x in np.asarray(occ).reshape(-1)[lo:hi]],
-    )
+    """HOMO, LUMO, HOMO-LUMO gap and orbital energies around the gap from GFN2/GFN1-xTB (tblite) or HF/DFT
+    (PySCF). A subset of electronic_structure (same calculation), which also gives charges, dipole and AO
+    matrices."""
+    from triscale.tools.quantum import electronic_result
+
+    sid, atoms = ctx.structure(a.structure_id)
+    validate_atoms(atoms)
+    full = electronic_result(ctx, sid, atoms, a.calculator, n_window=a.n_window)
+    return OrbitalResult(**full.model_dump(include=_ORBITAL_FIELDS), n_orbitals=full.n_ao)
 
 
 # --------------------------------------------------------------------------- foundation model
