@@ -23,6 +23,8 @@ from triscale.tools.errors import (
     ToolLimitError,
     ToolTimeoutError,
 )
+
+# Importing the registry registers every tool (its modules import only ASE, NumPy and pydantic at module level).
 from triscale.tools.registry import (
     REGISTRY,
     Tool,
@@ -66,6 +68,3 @@ def run_workflow(path_or_spec: Any, workspace: Any = None, **kwargs: Any):
 
     return _run(path_or_spec, workspace, **kwargs)
 
-
-# Register the tools on import; their modules import only ASE, NumPy and pydantic at module level.
-list_tools()

@@ -16,8 +16,8 @@ import numpy as np
 from ase import Atoms
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 
+from triscale.tools.base import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.errors import ToolInputError
-from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.validation import min_distance, summarize, validate_atoms
 
 __all__ = ["AnalyzeStructureInput", "AnalyzeStructureResult", "measure_geometry"]

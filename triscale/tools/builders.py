@@ -15,8 +15,8 @@ from typing import Any, Literal
 from ase import Atoms
 from pydantic import AliasChoices, Field
 
+from triscale.tools.base import ToolContext, ToolInput, ToolResult, register, set_structure_resolver
 from triscale.tools.errors import ToolInputError, ToolLimitError
-from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.validation import check_symbol, summarize, validate_atoms
 
 __all__ = ["molecule_from_text", "molecule_from_smiles", "StructureResult"]
@@ -814,3 +814,7 @@ def list_calculators(ctx: ToolContext, a: ListCalculatorsInput) -> CalculatorLis
     from triscale.tools.calculators import available_methods
 
     return CalculatorListResult(calculators=available_methods())
+
+
+# ToolContext.structure builds molecules named by the caller ("water", a SMILES) with the same limits as build_molecule.
+set_structure_resolver(molecule_from_text)

@@ -16,8 +16,8 @@ from triscale.continuum.tools import (
     run_predict_pde,
     run_simulate_pde,
 )
+from triscale.tools.base import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.errors import CalculationError, ToolInputError
-from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
 
 __all__: list[str] = []
 

@@ -39,8 +39,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from triscale.tools.errors import ToolTimeoutError
-from triscale.tools.registry import ToolError, ToolInputError, _as_workspace, call_tool, get_tool, list_tools
+from triscale.tools.calls import as_workspace, call_tool, get_tool, list_tools
+from triscale.tools.errors import ToolError, ToolInputError, ToolTimeoutError
 from triscale.tools.workspace import Workspace
 
 if TYPE_CHECKING:  # starlette / uvicorn are imported only when a server is built
@@ -235,7 +235,7 @@ def make_app(
 
     from triscale.tools.worker import CancelToken
 
-    ws = _as_workspace(workspace)
+    ws = as_workspace(workspace)
     if max_body_bytes < 1:
         raise ToolInputError(f"max_body_bytes must be positive, got {max_body_bytes}")
     if max_workers is not None and max_workers < 1:

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from triscale.tools.base import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.errors import ToolError, ToolInputError
-from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.worker import CancelToken
 
 __all__ = ["JobManager"]
@@ -55,7 +55,7 @@ class JobManager:
 
     def submit(self, tool: str, args: dict[str, Any] | None = None, timeout_s: float | None = None) -> str:
         """Validate the call now (so argument errors surface immediately) and queue it. Returns the job id."""
-        from triscale.tools.registry import format_validation_error, get_tool
+        from triscale.tools.calls import format_validation_error, get_tool
 
         t = get_tool(tool)
         from pydantic import ValidationError
@@ -90,7 +90,7 @@ class JobManager:
         return job_id
 
     def _run(self, job_id: str, token: CancelToken) -> None:
-        from triscale.tools.registry import call_tool
+        from triscale.tools.calls import call_tool
 
         rec = self._read(job_id)
         if token.cancelled:

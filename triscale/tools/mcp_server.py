@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from triscale.tools.base import Tool as RegistryTool
+from triscale.tools.calls import call_tool, list_tools
 from triscale.tools.errors import ToolError
-from triscale.tools.registry import Tool as RegistryTool
-from triscale.tools.registry import call_tool, list_tools
 from triscale.tools.workspace import Workspace
 
 __all__ = ["build_server", "serve"]

@@ -23,9 +23,9 @@ import numpy as np
 from ase import Atoms
 from pydantic import BaseModel, Field
 
+from triscale.tools.base import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.calculators import CalculatorSpec, check_limits, resolve_method
 from triscale.tools.errors import ToolInputError
-from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.validation import validate_atoms
 
 __all__ = ["acquisition_scores", "PlanInput", "PlanResult"]
@@ -62,17 +62,17 @@ def acquisition_scores(
 
 def predict_many(atoms_list: list[Atoms], spec: CalculatorSpec, root: str | None) -> list[dict[str, float]]:
     """One calculator for all candidates (runs in the worker): energy, per-atom energy, max force and stds."""
-    from triscale.tools.compute import _attach, _results
+    from triscale.tools.calculation import attach_calculator, calculation_results
 
     out = []
     calc_atoms = None
     for atoms in atoms_list:
         if calc_atoms is None:
-            calc_atoms = _attach(atoms, spec, root)
+            calc_atoms = attach_calculator(atoms, spec, root)
             calc = calc_atoms.calc
         a = atoms.copy()
         a.calc = calc
-        r = _results(a, spec, want_stress=False)
+        r = calculation_results(a, spec, want_stress=False)
         n = len(a)
         fnorm = np.linalg.norm(r["forces"], axis=1)
         row = {

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms, units
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 
 from triscale.quantum.methods import ELECTRONIC, QuantumInputError, canonical_method
+from triscale.tools.base import ToolContext, ToolInput, ToolResult, register
+from triscale.tools.calculation import CalcInput
 from triscale.tools.calculators import CalculatorSpec, charge_spin, check_limits, resolve_method
 from triscale.tools.errors import CalculationError, ToolInputError
-from triscale.tools.registry import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.validation import validate_atoms
 
 __all__ = ["electronic_result"]
@@ -366,3 +367,63 @@ def predict_hamiltonian_tool(ctx: ToolContext, a: PredictHamiltonianInput) -> Pr
         npz_path=ctx.workspace.relpath(npz),
         **r,
     )
+
+
+# --------------------------------------------------------------------------- orbital energies (a subset)
+
+
+class OrbitalInput(CalcInput):
+    calculator: CalculatorSpec = Field(
+        # 'auto' would become the foundation model once a checkpoint ships, which has no orbitals
+        default_factory=lambda: CalculatorSpec(method="gfn2-xtb"),
+        description="'gfn2-xtb' (default), 'gfn1-xtb', 'hf', 'dft' or a functional name such as 'pbe' (or an "
+        "object with method, functional, basis, charge, spin, ...).",
+    )
+    n_window: int = Field(5, ge=1, le=50, description="Orbitals listed below HOMO and above LUMO.")
+
+    @field_validator("calculator", mode="before")
+    @classmethod
+    def _default_xtb(cls, v: Any) -> Any:
+        if v is None or v == "auto" or (isinstance(v, dict) and v.get("method", "auto") == "auto"):
+            return {"method": "gfn2-xtb"} if not isinstance(v, dict) else {**v, "method": "gfn2-xtb"}
+        return {"method": v} if isinstance(v, str) else v
+
+
+class OrbitalResult(ToolResult):
+    """The orbital fields of ``electronic_structure``'s result (same computation, same numbers)."""
+
+    structure_id: str
+    formula: str
+    method: str
+    energy_eV: float
+    homo_eV: float
+    lumo_eV: float | None
+    gap_eV: float | None
+    homo_index: int = Field(description="0-based index of the HOMO.")
+    n_orbitals: int
+    orbital_energies_eV: list[float] = Field(description="Window from HOMO-n_window+1 to LUMO+n_window-1.")
+    occupations: list[float]
+
+
+_ORBITAL_FIELDS = set(OrbitalResult.model_fields) - {"n_orbitals"}
+
+
+@register(
+    "orbital_energies",
+    input=OrbitalInput,
+    result=OrbitalResult,
+    cost="heavy",
+    timeout_s=600,
+    compact=True,
+    keywords=(r"\bhomo\b|\blumo\b|\bgap\b|\borbital",),
+    needs_approval="expensive_method",
+    answer_fields=("homo_eV", "lumo_eV", "gap_eV"),
+)
+def orbital_energies(ctx: ToolContext, a: OrbitalInput) -> OrbitalResult:
+    """HOMO, LUMO, HOMO-LUMO gap and orbital energies around the gap from GFN2/GFN1-xTB (tblite) or HF/DFT
+    (PySCF). A subset of electronic_structure (same calculation), which also gives charges, dipole and AO
+    matrices."""
+    sid, atoms = ctx.structure(a.structure_id)
+    validate_atoms(atoms)
+    full = electronic_result(ctx, sid, atoms, a.calculator, n_window=a.n_window)
+    return OrbitalResult(**full.model_dump(include=_ORBITAL_FIELDS), n_orbitals=full.n_ao)

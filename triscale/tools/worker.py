@@ -31,7 +31,7 @@ _PRELOAD = [
     "ase.optimize",
     "ase.md",
     "ase.calculators.emt",
-    "triscale.tools.compute",
+    "triscale.tools.calculation",
 ]
 _ctx_lock = threading.Lock()
 

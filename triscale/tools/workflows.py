@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from triscale.tools.calls import call_tool, get_tool
 from triscale.tools.errors import ToolError, ToolInputError
-from triscale.tools.registry import call_tool, get_tool
 from triscale.tools.workspace import Workspace
 
 __all__ = ["Workflow", "WorkflowStep", "WorkflowRun", "load_workflow", "run_workflow", "resolve_references"]
