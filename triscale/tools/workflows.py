@@ -20,8 +20,9 @@ Confinement. A workflow file is data, not a grant of access:
 
 * ``workspace:`` in the file must be a *relative* path without ``..`` (nor ``~``); it is resolved under the
   directory the run was started in (the current directory) and must stay inside it after symlinks are
-  resolved. An absolute path or an escape is refused with an error; pass ``--workspace`` to the CLI (or a
-  :class:`Workspace` to :func:`run_workflow`) to use any other directory — that choice then wins over the file.
+  resolved. An absolute path or an escape makes the whole file invalid (refused when it is loaded, before any
+  step runs, even if a workspace is also passed). To use any other directory, leave the key out and pass
+  ``--workspace`` to the CLI (or a workspace to :func:`run_workflow`); that choice wins over a valid key.
 * Files are read only up to ``MAX_WORKFLOW_BYTES`` and must be UTF-8 text. The YAML is composed (no Python
   objects built) and refused if it has more than ``MAX_ALIASES`` aliases, a recursive alias, or would expand
   to more than ``MAX_NODES`` nodes ("billion laughs"), before anything is constructed.
@@ -96,25 +97,26 @@ def _check_relative_workspace(text: str) -> None:
 
 
 def _workflow_workspace(wf: Workflow, workspace: Workspace | str | None) -> Workspace:
-    """The run's workspace: the caller's if given, else the file's (confined to the current directory)."""
+    """The run's workspace: the caller's if given, else the file's. A ``workspace:`` key that leaves the current
+    directory (also through a symlink) is refused either way, before anything is created."""
+    key_dir = None
+    if wf.workspace is not None:
+        try:
+            _check_relative_workspace(wf.workspace)
+        except ValueError as e:
+            raise ToolInputError(f"Invalid workflow: workspace: {e}.") from None
+        base = Path.cwd().resolve()
+        key_dir = (base / wf.workspace).resolve()
+        if key_dir != base and base not in key_dir.parents:
+            raise ToolInputError(
+                f"Invalid workflow: workspace {wf.workspace!r} leads outside {str(base)!r} (through a symlink).",
+                hint="Use a plain sub-directory, or leave the key out and pass --workspace.",
+            )
     if isinstance(workspace, Workspace):
         return workspace
     if workspace:
         return Workspace(workspace)
-    if wf.workspace is None:
-        return Workspace("workspace")
-    try:
-        _check_relative_workspace(wf.workspace)
-    except ValueError as e:
-        raise ToolInputError(f"Invalid workflow: workspace: {e}.") from None
-    base = Path.cwd().resolve()
-    full = (base / wf.workspace).resolve()
-    if full != base and base not in full.parents:
-        raise ToolInputError(
-            f"Invalid workflow: workspace {wf.workspace!r} leads outside {str(base)!r} (through a symlink).",
-            hint="Use a plain sub-directory, or pass --workspace.",
-        )
-    return Workspace(full)
+    return Workspace(key_dir or "workspace")
 
 
 class StepOutcome(BaseModel):
