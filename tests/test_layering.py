@@ -2,7 +2,7 @@
 (imports inside functions count: they are dependencies too); nobody imports another module's ``_private`` names;
 ``tools/`` and everything below import no LLM library.
 
-    common, uncertainty  <  foundation  <  finetune | quantum | continuum  <  tools  <  agents  <  cli, web
+    common, sanity, uncertainty  <  foundation  <  finetune | quantum | continuum  <  tools  <  agents  <  cli, web
 
 The package root (``triscale/__init__.py``) is the public facade above everything; nothing inside imports it.
 """
@@ -17,6 +17,7 @@ PACKAGE = ROOT / "triscale"
 RANK = {
     "common": 0,
     "uncertainty": 0,
+    "sanity": 0,
     "foundation": 1,
     "finetune": 2,
     "quantum": 2,

@@ -32,17 +32,6 @@ def calculator(
 ) -> TriScaleCalculator:
     """An ASE calculator for a shipped or saved model, optionally with one adapter or a committee of adapters; a
     committee directory's conformal calibration adds ``energy_uncertainty``/``forces_uncertainty`` to the results."""
-    from triscale.foundation import TriScaleCalculator
+    from triscale.finetune.calculator import calculator_with_adapters
 
-    if isinstance(model, str):
-        model = load(model)
-    if adapters:
-        from triscale.finetune import attach_adapters, read_metadata
-
-        model = attach_adapters(model, adapters)
-        if isinstance(adapters, (list, tuple)) and len(adapters) == 1:
-            adapters = adapters[0]
-        if not isinstance(adapters, (list, tuple)) and "conformal" not in kwargs:
-            # one committee directory: its calibration on held-out structures gives calibrated error bars
-            kwargs["conformal"] = read_metadata(adapters).get("conformal")
-    return TriScaleCalculator(model, domain=domain, dtype=dtype, **kwargs)
+    return calculator_with_adapters(model, domain=domain, adapters=adapters, dtype=dtype, **kwargs)

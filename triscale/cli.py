@@ -42,7 +42,7 @@ def predict(
     ] = None,
 ) -> None:
     """Energy, forces and stress of every frame in FILES with the foundation model (and property heads)."""
-    from triscale.foundation.predict_cli import run_predict
+    from triscale.finetune.predict import run_predict
 
     properties = []
     if prop:

@@ -58,9 +58,7 @@ def test_bulk_surface_substitution(ws, call):
     assert sub.formula == "Cl4K2Na2" and sub.parent_id == nacl.structure_id
 
 
-@pytest.mark.parametrize(
-    "name,fmt", [("a.extxyz", None), ("b.xyz", None), ("c.cif", None), ("POSCAR", "poscar")]
-)
+@pytest.mark.parametrize("name,fmt", [("a.extxyz", None), ("b.xyz", None), ("c.cif", None), ("POSCAR", "poscar")])
 def test_export_import_roundtrip(ws, call, name, fmt):
     cu = call("build_bulk", name="Cu", crystalstructure="fcc", a_A=3.6)
     out = call("export_structure", structure_id=cu.structure_id, path=f"files/{name}", format=fmt)
@@ -93,3 +91,80 @@ def test_results_carry_no_coordinates(ws, call):
     for x in atoms.positions.ravel()[:6]:
         if abs(x) > 0.01:
             assert f"{x:.4f}" not in text
+
+
+_ALLOCATOR = """
+import json, os, sys, time
+from ase.build import bulk
+from triscale.tools import Workspace
+root, go = sys.argv[1], sys.argv[2]
+ws = Workspace(root)
+while not os.path.exists(go):
+    time.sleep(0.01)
+out = {"calls": [], "files": [], "dirs": [], "structures": []}
+for i in range(15):
+    out["calls"].append(ws.new_call_id())
+    out["files"].append(ws.relpath(ws.new_file("trajectories", "md_st1", ".traj")))
+    out["dirs"].append(ws.relpath(ws.new_file("vib", "vib_st1", "")))
+    out["structures"].append(ws.add(bulk("Cu"), label=f"{os.getpid()}-{i}"))
+print("OUT" + json.dumps(out))
+"""
+
+
+def test_ids_and_output_files_are_unique_across_processes_and_threads(tmp_path):
+    """Three processes (one of them also with threads) allocate ids and files in one workspace at once."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from triscale.tools import Workspace
+
+    repo = Path(__file__).resolve().parents[2]
+    root, go = tmp_path / "ws", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ALLOCATOR, str(root), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(3)
+    ]
+    ws = Workspace(root)
+    mine: dict[str, list[str]] = {"calls": [], "files": [], "structures": []}
+    lock = threading.Lock()
+
+    def allocate():
+        for _ in range(10):
+            c, f = ws.new_call_id(), ws.relpath(ws.new_file("trajectories", "md_st1", ".traj"))
+            s = ws.add(bulk("Cu"), label="thread")
+            with lock:
+                mine["calls"].append(c)
+                mine["files"].append(f)
+                mine["structures"].append(s)
+
+    threads = [threading.Thread(target=allocate) for _ in range(3)]
+    go.touch()
+    for t in threads:
+        t.start()
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr[-2000:]
+        outs.append(json.loads(stdout.split("OUT", 1)[1]))
+    for t in threads:
+        t.join()
+    for key, n in [("calls", 75), ("files", 75), ("structures", 75), ("dirs", 45)]:
+        got = [x for o in outs for x in o[key]] + mine.get(key, [])
+        assert len(got) == n and len(set(got)) == n, (key, sorted(got))
+    # every file and directory handed out exists, and each structure id holds the structure its caller stored
+    assert len(list((root / "trajectories").iterdir())) == 75 and len(list((root / "vib").iterdir())) == 45
+    for o in outs:
+        for i, sid in enumerate(o["structures"]):
+            assert ws.record(sid)["label"].endswith(f"-{i}")
+    assert ws.count() == 75

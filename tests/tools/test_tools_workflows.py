@@ -44,9 +44,7 @@ def test_references_keep_types_and_interpolate():
 
 def test_bad_workflows_fail_before_running(ws, tmp_path):
     with pytest.raises(ToolInputError, match="not an earlier step"):
-        load_workflow(
-            {"steps": [{"id": "a", "tool": "single_point", "args": {"structure_id": "${b.structure_id}"}}]}
-        )
+        load_workflow({"steps": [{"id": "a", "tool": "single_point", "args": {"structure_id": "${b.structure_id}"}}]})
     with pytest.raises(ToolInputError, match="Unknown tool 'bild_bulk'"):
         load_workflow({"steps": [{"id": "a", "tool": "bild_bulk"}]})
     bad = tmp_path / "bad.yaml"
@@ -106,3 +104,90 @@ def test_reference_into_a_scalar_or_null_is_a_clear_error(ref):
     results = {"a": {"energy_eV": -3.5, "missing_value": None, "name": "Cu"}}
     with pytest.raises(ToolInputError, match="has no fields"):
         resolve_references(ref, results)
+
+
+_STEPS = [{"id": "w", "tool": "build_molecule", "args": {"name": "water"}}]
+
+
+def _tree(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*")}
+
+
+@pytest.mark.parametrize("where", ["/tmp/triscale-escape", "..", "../escape", "a/../../escape", "~/escape", "link/ws"])
+def test_workflow_workspace_is_confined_to_the_run_directory(tmp_path, monkeypatch, where):
+    from typer.testing import CliRunner
+
+    from triscale.cli import app
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (tmp_path / "outside").mkdir()
+    (run_dir / "link").symlink_to(tmp_path / "outside")  # a symlink out of the run directory
+    monkeypatch.chdir(run_dir)
+    wf = run_dir / "wf.yaml"
+    wf.write_text(yaml.safe_dump({"name": "esc", "workspace": where, "steps": _STEPS}))
+    before = _tree(tmp_path)
+    with pytest.raises(ToolInputError, match="workspace"):
+        run_workflow(wf)
+    res = CliRunner().invoke(app, ["run", str(wf)])
+    assert res.exit_code == 2 and "workspace" in res.output and "--workspace" in res.output, res.output
+    assert _tree(tmp_path) == before  # nothing created anywhere, inside or outside the run directory
+    assert not Path("/tmp/triscale-escape").exists()
+    # the file stays invalid even with --workspace; without the key, --workspace picks any directory
+    res = CliRunner().invoke(app, ["run", str(wf), "--workspace", str(tmp_path / "chosen")])
+    assert res.exit_code == 2 and not (tmp_path / "chosen").exists()
+    wf.write_text(yaml.safe_dump({"name": "esc", "steps": _STEPS}))
+    res = CliRunner().invoke(app, ["run", str(wf), "--workspace", str(tmp_path / "chosen"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "chosen" / "structures.db").exists() and not any((tmp_path / "outside").iterdir())
+
+
+def test_workflow_relative_workspace_lands_under_the_run_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = run_workflow({"name": "rel", "workspace": "runs/rel", "steps": _STEPS})
+    assert run.ok and Path(run.workspace) == (tmp_path / "runs" / "rel").resolve()
+    assert (tmp_path / "runs" / "rel" / run.results_file).exists()
+
+
+def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    lines.append("steps: [{id: x, tool: list_structures, args: {v: *i}}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ToolInputError, match="expands to more than"):
+        load_workflow(bomb)
+    many = tmp_path / "many.yaml"
+    many.write_text("x: &x 1\nsteps: [" + ",".join(["*x"] * 500) + "]\n")
+    with pytest.raises(ToolInputError, match="more than 100 YAML aliases"):
+        load_workflow(many)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("a: &a [*a]\nsteps: []\n")
+    with pytest.raises(ToolInputError, match="recursive YAML alias"):
+        load_workflow(loop)
+    # a few anchors for shared arguments are fine
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(
+        "steps:\n  - {id: a, tool: build_molecule, args: &w {name: water}}\n"
+        "  - {id: b, tool: build_molecule, args: *w}\n"
+    )
+    assert [s.args for s in load_workflow(ok).steps] == [{"name": "water"}] * 2
+
+
+def test_binary_huge_and_secret_bearing_files_give_clear_errors_without_their_contents(tmp_path):
+    binary = tmp_path / "wf.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ToolInputError, match="not a text"):
+        load_workflow(binary)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * (2 << 20) + "\n")
+    with pytest.raises(ToolInputError, match="larger than"):
+        load_workflow(huge)
+    with pytest.raises(ToolInputError, match="does not exist"):
+        load_workflow(tmp_path)  # a directory
+    secret = tmp_path / "credentials"
+    secret.write_text("[default]\naws_secret_access_key = hunter2SECRET: : [\n")
+    with pytest.raises(ToolInputError) as err:
+        load_workflow(secret)
+    assert "hunter2SECRET" not in str(err.value) and "line" in str(err.value)

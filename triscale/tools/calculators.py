@@ -391,7 +391,8 @@ def make_calculator(spec: CalculatorSpec, atoms: Atoms, workspace_root: str | No
             # CHGNet predicts GPa; its default stress_weight (1/160.2) converts to eV/Å^3 as ASE wants.
             return CHGNetCalculator(use_device="cpu")
     if method == "triscale":
-        import triscale
+        from triscale.finetune.calculator import calculator_with_adapters
+        from triscale.foundation.checkpoints import load_checkpoint
 
         def _resolve(p: str) -> str:
             q = Path(p).expanduser()
@@ -406,13 +407,13 @@ def make_calculator(spec: CalculatorSpec, atoms: Atoms, workspace_root: str | No
         try:
             models = [_resolve(m) for m in names]
             if len(models) == 1:
-                return triscale.calculator(models[0], domain=spec.domain, adapters=adapters, dtype=spec.dtype)
+                return calculator_with_adapters(models[0], domain=spec.domain, adapters=adapters, dtype=spec.dtype)
             # a committee of independently trained models (ensemble): mean and standard deviation
             from triscale.foundation import TriScaleCalculator
 
             if adapters:
                 raise ToolInputError("Use either several models or adapters for a committee, not both.")
-            return TriScaleCalculator([triscale.load(m) for m in models], domain=spec.domain, dtype=spec.dtype)
+            return TriScaleCalculator([load_checkpoint(m) for m in models], domain=spec.domain, dtype=spec.dtype)
         except ToolInputError:
             raise
         except (FileNotFoundError, KeyError, OSError, ValueError, ImportError, ModuleNotFoundError) as e:

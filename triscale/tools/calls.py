@@ -52,6 +52,11 @@ def call_tool(
     Every failure is raised as a :class:`ToolError` with a message the caller can act on.
     """
     tool = get_tool(name)
+    if timeout_s is not None and not (isinstance(timeout_s, int | float) and timeout_s > 0):
+        raise ToolInputError(
+            f"timeout_s must be a positive number of seconds, got {timeout_s!r}.",
+            hint="Leave it unset for the tool's default limit.",
+        )
     ws = as_workspace(workspace)
     if isinstance(args, BaseModel) and not isinstance(args, tool.input_model):
         args = args.model_dump()

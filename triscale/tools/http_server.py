@@ -287,9 +287,9 @@ def make_app(
         return value
 
     async def health(request: Any):
-        import triscale
+        from triscale.common import VERSION
 
-        return _json(200, {"status": "ok", "version": triscale.__version__, "workspace": str(ws.root)})
+        return _json(200, {"status": "ok", "version": VERSION, "workspace": str(ws.root)})
 
     async def tools(request: Any):
         return _json(200, [tool.card() for tool in list_tools()])

@@ -3,13 +3,21 @@
 A job runs one registry tool on a background thread of the calling process; the tool's heavy part runs in a
 worker process (so cancelling kills the worker). Job records are written to ``<workspace>/jobs/<id>.json`` at
 every transition, so the status and result of finished jobs survive the process.
+
+Job ids (``job<n>``) come from the workspace's SQLite counter and each record file is created exclusively, so
+two processes submitting to one workspace never share an id. An id is checked against ``job<n>`` before any path
+is built from it; every unknown or malformed id gets the same answer. A record names the process that runs the
+job (pid and start time): a queued or running job whose process has ended reads as failed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -19,9 +27,56 @@ from triscale.tools.base import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.errors import ToolError, ToolInputError
 from triscale.tools.worker import CancelToken
 
-__all__ = ["JobManager"]
+__all__ = ["JobManager", "job_manager"]
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+_JOB_ID_RE = re.compile(r"job[1-9]\d{0,11}")
+_FINAL = ("done", "failed", "cancelled")
+_OWNER_GONE = "The process running it ended before the job finished (killed or exited); submit it again."
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) of a process from /proc, or None where /proc cannot tell."""
+    try:
+        text = open(f"/proc/{int(pid)}/stat").read()  # noqa: SIM115 - tiny read
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _owner() -> dict[str, Any]:
+    stat = _proc_stat(os.getpid())
+    return {"pid": os.getpid(), "start": None if stat is None else stat[1]}
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process that owns a job record still runs (a reused pid with another start time does not)."""
+    pid, start = owner.get("pid"), owner.get("start")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return start is None or start == _owner()["start"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc: the pid exists, which is all we can know
+    state, started = stat
+    return state not in ("Z", "X") and (start is None or started == start)
+
+
+def job_manager(workspace) -> JobManager:
+    """The workspace's job manager (one per workspace, created on first use, shut down with the workspace)."""
+    return workspace.service("jobs", JobManager)
 
 
 class JobManager:
@@ -37,21 +92,49 @@ class JobManager:
         self._futures: dict[str, Any] = {}
 
     def _path(self, job_id: str):
+        # only ever called with an id that matched _JOB_ID_RE: no separators, no dots
         return self.dir / f"{job_id}.json"
 
-    def _write(self, rec: dict[str, Any]) -> None:
-        tmp = self._path(rec["job_id"]).with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, default=str, indent=1))
-        tmp.replace(self._path(rec["job_id"]))
+    def _known(self) -> list[str]:
+        ids = [p.stem for p in self.dir.glob("job*.json") if _JOB_ID_RE.fullmatch(p.stem)]
+        return sorted(ids, key=lambda s: int(s[3:]))
 
-    def _read(self, job_id: str) -> dict[str, Any]:
-        p = self._path(str(job_id).strip())
-        if not str(job_id).strip().startswith("job") or not p.exists():
-            known = sorted((q.stem for q in self.dir.glob("job*.json")), key=lambda s: int(s[3:] or 0))
-            raise ToolInputError(
-                f"Unknown job {job_id!r}.", hint=f"Known jobs: {', '.join(known[-20:]) or 'none'}."
-            )
-        return json.loads(p.read_text())
+    def _unknown(self, job_id: Any) -> ToolInputError:
+        text = str(job_id)
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        known = self._known()
+        return ToolInputError(
+            f"Unknown job {shown!r}.",
+            hint=f"Job ids look like 'job3'. Known jobs: {', '.join(known[-20:]) or 'none'}.",
+        )
+
+    def _write(self, rec: dict[str, Any]) -> None:
+        final = self._path(rec["job_id"])
+        tmp = self.dir / f".{rec['job_id']}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(json.dumps(rec, default=str, indent=1))
+        tmp.replace(final)
+
+    def _read(self, job_id: Any) -> dict[str, Any]:
+        text = str(job_id).strip() if isinstance(job_id, str) else ""
+        if not _JOB_ID_RE.fullmatch(text):
+            raise self._unknown(job_id)
+        try:
+            rec = json.loads(self._path(text).read_text())
+        except (OSError, ValueError):
+            raise self._unknown(job_id) from None
+        if not isinstance(rec, dict) or rec.get("job_id") != text:
+            raise self._unknown(job_id)
+        return self._reconcile(rec)
+
+    def _reconcile(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """A queued/running job whose owning process has ended is failed, and is recorded as such."""
+        owner = rec.get("owner")
+        if rec.get("status") in _FINAL or not isinstance(owner, dict) or rec["job_id"] in self._tokens:
+            return rec
+        if not _owner_alive(owner):
+            rec.update(status="failed", error=_OWNER_GONE, finished=time.time())
+            self._write(rec)
+        return rec
 
     def submit(self, tool: str, args: dict[str, Any] | None = None, timeout_s: float | None = None) -> str:
         """Validate the call now (so argument errors surface immediately) and queue it. Returns the job id."""
@@ -66,11 +149,19 @@ class JobManager:
             raise ToolInputError(format_validation_error(e, t.input_model, tool)) from None
         if t.name in ("submit_job", "job_status", "job_result", "cancel_job", "list_jobs"):
             raise ToolInputError("Jobs cannot run job tools.")
-        with self._lock:
-            n = 1 + max(
-                (int(p.stem[3:]) for p in self.dir.glob("job*.json") if p.stem[3:].isdigit()), default=0
+        if timeout_s is not None and not (isinstance(timeout_s, int | float) and timeout_s > 0):
+            raise ToolInputError(
+                f"timeout_s must be a positive number of seconds, got {timeout_s!r}.",
+                hint="Leave it unset for the tool's default limit.",
             )
-            job_id = f"job{n}"
+        with self._lock:
+            while True:  # the counter is shared by every process; skip ids left by older versions
+                job_id = f"job{self.workspace.next_id('job')}"
+                try:
+                    os.close(os.open(self._path(job_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                    break
+                except FileExistsError:
+                    continue
             rec = {
                 "job_id": job_id,
                 "tool": tool,
@@ -82,10 +173,11 @@ class JobManager:
                 "result": None,
                 "error": None,
                 "timeout_s": timeout_s,
+                "owner": _owner(),
             }
+            self._tokens[job_id] = CancelToken()
             self._write(rec)
-            token = CancelToken()
-            self._tokens[job_id] = token
+            token = self._tokens[job_id]
             self._futures[job_id] = self._pool.submit(self._run, job_id, token)
         return job_id
 
@@ -98,9 +190,7 @@ class JobManager:
         rec.update(status="running", started=time.time())
         self._write(rec)
         try:
-            result = call_tool(
-                rec["tool"], rec["args"], self.workspace, timeout_s=rec.get("timeout_s"), cancel=token
-            )
+            result = call_tool(rec["tool"], rec["args"], self.workspace, timeout_s=rec.get("timeout_s"), cancel=token)
             rec.update(status="done", result=result.model_dump(mode="json"))
         except ToolError as e:
             rec.update(status="cancelled" if token.cancelled else "failed", error=str(e))
@@ -122,15 +212,23 @@ class JobManager:
         t0 = time.monotonic()
         while True:
             rec = self._read(job_id)
-            if rec["status"] in ("done", "failed", "cancelled") or time.monotonic() - t0 >= wait_s:
+            if rec["status"] in _FINAL or time.monotonic() - t0 >= wait_s:
                 return rec
             time.sleep(0.1)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         rec = self._read(job_id)
-        if rec["status"] in ("done", "failed", "cancelled"):
+        job_id = rec["job_id"]
+        if rec["status"] in _FINAL:
             return self.status(job_id)
         token = self._tokens.get(job_id)
+        owner = rec.get("owner")
+        if token is None and isinstance(owner, dict) and _owner_alive(owner):
+            raise ToolInputError(
+                f"Job {job_id!r} was submitted by another process or workspace object (pid {owner.get('pid')}), "
+                "which alone can stop its worker.",
+                hint="Cancel it where it was submitted, or wait for it with job_result.",
+            )
         if token is None:  # a job of an earlier process that never finished
             rec.update(status="cancelled", finished=time.time(), error="cancelled (orphaned job)")
             self._write(rec)
@@ -145,8 +243,13 @@ class JobManager:
         return self.status(job_id)
 
     def list(self) -> list[dict[str, Any]]:
-        ids = sorted((p.stem for p in self.dir.glob("job*.json")), key=lambda s: int(s[3:] or 0))
-        return [self.status(i) for i in ids]
+        out = []
+        for i in self._known():
+            try:
+                out.append(self.status(i))
+            except ToolInputError:  # a record still being created by another process
+                continue
+        return out
 
     def shutdown(self) -> None:
         for t in self._tokens.values():
@@ -160,9 +263,7 @@ class JobManager:
 class SubmitJobInput(ToolInput):
     tool: str = Field(description="Name of the tool to run as a job, e.g. 'molecular_dynamics'.")
     arguments: dict[str, Any] = Field(default_factory=dict, description="That tool's arguments.")
-    timeout_s: float | None = Field(
-        None, gt=0, le=86400, description="Wall-time limit (default: the tool's)."
-    )
+    timeout_s: float | None = Field(None, gt=0, le=86400, description="Wall-time limit (default: the tool's).")
 
 
 class JobIdInput(ToolInput):
@@ -204,7 +305,7 @@ def _status_result(d: dict[str, Any], result: dict[str, Any] | None = None) -> J
 )
 def submit_job(ctx: ToolContext, a: SubmitJobInput) -> JobStatusResult:
     """Run another tool in the background; returns a job id to poll with job_status / job_result."""
-    jm = ctx.workspace.jobs
+    jm = job_manager(ctx.workspace)
     job_id = jm.submit(a.tool, a.arguments, timeout_s=a.timeout_s)
     return _status_result(jm.status(job_id))
 
@@ -214,7 +315,7 @@ def submit_job(ctx: ToolContext, a: SubmitJobInput) -> JobStatusResult:
 )
 def job_status(ctx: ToolContext, a: JobIdInput) -> JobStatusResult:
     """Status of a job: queued, running, done, failed or cancelled."""
-    return _status_result(ctx.workspace.jobs.status(a.job_id))
+    return _status_result(job_manager(ctx.workspace).status(a.job_id))
 
 
 @register(
@@ -227,7 +328,7 @@ def job_status(ctx: ToolContext, a: JobIdInput) -> JobStatusResult:
 )
 def job_result(ctx: ToolContext, a: JobResultInput) -> JobStatusResult:
     """The result of a finished job (optionally waiting up to wait_s seconds)."""
-    jm = ctx.workspace.jobs
+    jm = job_manager(ctx.workspace)
     rec = jm.result(a.job_id, wait_s=a.wait_s)
     return _status_result(jm.status(a.job_id), rec.get("result"))
 
@@ -237,4 +338,4 @@ def job_result(ctx: ToolContext, a: JobResultInput) -> JobStatusResult:
 )
 def cancel_job(ctx: ToolContext, a: JobIdInput) -> JobStatusResult:
     """Cancel a queued or running job (its worker process is killed)."""
-    return _status_result(ctx.workspace.jobs.cancel(a.job_id))
+    return _status_result(job_manager(ctx.workspace).cancel(a.job_id))

@@ -83,7 +83,7 @@ def build_server(
     """An ``MCPServer`` exposing the registry (or the named subset) on ``workspace``."""
     from mcp.server.mcpserver import MCPServer
 
-    import triscale
+    from triscale.common import VERSION
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     selected = [t for t in list_tools() if tools is None or t.name in tools]
@@ -91,7 +91,7 @@ def build_server(
         name=name,
         title="TriScale science tools",
         instructions=INSTRUCTIONS,
-        version=triscale.__version__,
+        version=VERSION,
         tools=[_mcp_tool(t, ws) for t in selected],
         log_level="WARNING",
     )

@@ -15,6 +15,18 @@ steps:
 ``${step.field}`` (or ``${step.field.0}`` into lists/dicts) is replaced by that value; a string that is
 exactly one reference keeps the value's type. Steps run in order through :func:`triscale.tools.call_tool`;
 the first failure stops the run unless the step says ``continue_on_error: true``.
+
+Confinement. A workflow file is data, not a grant of access:
+
+* ``workspace:`` in the file must be a *relative* path without ``..`` (nor ``~``); it is resolved under the
+  directory the run was started in (the current directory) and must stay inside it after symlinks are
+  resolved. An absolute path or an escape makes the whole file invalid (refused when it is loaded, before any
+  step runs, even if a workspace is also passed). To use any other directory, leave the key out and pass
+  ``--workspace`` to the CLI (or a workspace to :func:`run_workflow`); that choice wins over a valid key.
+* Files are read only up to ``MAX_WORKFLOW_BYTES`` and must be UTF-8 text. The YAML is composed (no Python
+  objects built) and refused if it has more than ``MAX_ALIASES`` aliases, a recursive alias, or would expand
+  to more than ``MAX_NODES`` nodes ("billion laughs"), before anything is constructed.
+* Error messages name the problem and its line/column, never the file's text.
 """
 
 from __future__ import annotations
@@ -22,11 +34,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from triscale.tools.calls import call_tool, get_tool
 from triscale.tools.errors import ToolError, ToolInputError
@@ -35,6 +47,9 @@ from triscale.tools.workspace import Workspace
 __all__ = ["Workflow", "WorkflowStep", "WorkflowRun", "load_workflow", "run_workflow", "resolve_references"]
 
 _REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*)((?:\.[\w-]+)*)\s*\}")
+MAX_WORKFLOW_BYTES = 1 << 20  # 1 MiB: a workflow is a short list of tool calls
+MAX_ALIASES = 100
+MAX_NODES = 100_000  # YAML nodes after expanding aliases
 
 
 class WorkflowStep(BaseModel):
@@ -54,6 +69,54 @@ class Workflow(BaseModel):
     description: str | None = None
     workspace: str | None = None
     steps: list[WorkflowStep] = Field(min_length=1)
+
+    @field_validator("workspace")
+    @classmethod
+    def _relative_workspace(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        _check_relative_workspace(v)
+        return v
+
+
+def _check_relative_workspace(text: str) -> None:
+    bad = (
+        not text.strip()
+        or "\x00" in text
+        or text.strip().startswith("~")
+        or Path(text).is_absolute()
+        or PureWindowsPath(text).is_absolute()
+        or ".." in Path(text).parts
+        or ".." in PureWindowsPath(text).parts
+    )
+    if bad:
+        raise ValueError(
+            "a workflow's workspace must be a relative path without '..' inside the directory the run starts in "
+            "(use the CLI's --workspace for any other directory)"
+        )
+
+
+def _workflow_workspace(wf: Workflow, workspace: Workspace | str | None) -> Workspace:
+    """The run's workspace: the caller's if given, else the file's. A ``workspace:`` key that leaves the current
+    directory (also through a symlink) is refused either way, before anything is created."""
+    key_dir = None
+    if wf.workspace is not None:
+        try:
+            _check_relative_workspace(wf.workspace)
+        except ValueError as e:
+            raise ToolInputError(f"Invalid workflow: workspace: {e}.") from None
+        base = Path.cwd().resolve()
+        key_dir = (base / wf.workspace).resolve()
+        if key_dir != base and base not in key_dir.parents:
+            raise ToolInputError(
+                f"Invalid workflow: workspace {wf.workspace!r} leads outside {str(base)!r} (through a symlink).",
+                hint="Use a plain sub-directory, or leave the key out and pass --workspace.",
+            )
+    if isinstance(workspace, Workspace):
+        return workspace
+    if workspace:
+        return Workspace(workspace)
+    return Workspace(key_dir or "workspace")
 
 
 class StepOutcome(BaseModel):
@@ -83,6 +146,89 @@ def _refs_in(value: Any) -> list[tuple[str, str]]:
     return []
 
 
+def _yaml_error(p: Path, e: yaml.YAMLError) -> ToolInputError:
+    """The YAML problem and its position, without the snippet of file text PyYAML adds."""
+    problem = getattr(e, "problem", None) or getattr(e, "context", None) or type(e).__name__
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return ToolInputError(f"Workflow {str(p)!r} is not valid YAML: {problem}{where}.")
+
+
+def _check_yaml_size(p: Path, root: yaml.Node) -> None:
+    """Refuse alias bombs and recursive aliases by walking the composed node graph (nothing is constructed)."""
+    expanded: dict[int, int] = {}
+    active: set[int] = set()
+    aliases = 0
+    seen: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        nonlocal aliases
+        key = id(node)
+        if key in seen:  # a node reached again is an alias (PyYAML shares the anchored node)
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise ToolInputError(
+                    f"Workflow {str(p)!r} uses more than {MAX_ALIASES} YAML aliases.",
+                    hint="Write the values out; a workflow does not need many anchors.",
+                )
+        if key in active:
+            raise ToolInputError(f"Workflow {str(p)!r} has a recursive YAML alias.")
+        if key in expanded:
+            return expanded[key]
+        seen.add(key)
+        active.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(size(c) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        if n > MAX_NODES:
+            raise ToolInputError(
+                f"Workflow {str(p)!r} expands to more than {MAX_NODES} YAML nodes (aliases expanding a "
+                "'billion laughs' style document?).",
+                hint="A workflow is a short list of tool calls.",
+            )
+        expanded[key] = n
+        return n
+
+    size(root)
+
+
+def _read_yaml(p: Path) -> Any:
+    """Read a workflow file safely: size-limited, UTF-8 text, bounded alias expansion, safe constructors."""
+    try:
+        if not p.is_file():
+            raise ToolInputError(f"Workflow file {str(p)!r} does not exist (or is not a regular file).")
+        with open(p, "rb") as f:
+            raw = f.read(MAX_WORKFLOW_BYTES + 1)
+    except OSError as e:
+        raise ToolInputError(f"Workflow file {str(p)!r} cannot be read ({e.strerror or type(e).__name__}).") from None
+    if len(raw) > MAX_WORKFLOW_BYTES:
+        raise ToolInputError(f"Workflow file {str(p)!r} is larger than {MAX_WORKFLOW_BYTES // 1024} KiB.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ToolInputError(
+            f"Workflow file {str(p)!r} is not a text (UTF-8) file.", hint="Pass a YAML workflow file."
+        ) from None
+    if "\x00" in text:
+        raise ToolInputError(f"Workflow file {str(p)!r} is not a text file (it contains NUL bytes).")
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_yaml_size(p, root)
+        return loader.construct_document(root)
+    except yaml.YAMLError as e:
+        raise _yaml_error(p, e) from None
+    except RecursionError:
+        raise ToolInputError(f"Workflow {str(p)!r} is nested too deeply.") from None
+    finally:
+        loader.dispose()
+
+
 def load_workflow(source: str | Path | dict[str, Any] | Workflow) -> Workflow:
     """Parse and check a workflow: known tools, unique step ids, references only to earlier steps."""
     if isinstance(source, Workflow):
@@ -91,13 +237,7 @@ def load_workflow(source: str | Path | dict[str, Any] | Workflow) -> Workflow:
         if isinstance(source, dict):
             data = source
         else:
-            p = Path(source)
-            if not p.exists():
-                raise ToolInputError(f"Workflow file {str(p)!r} does not exist.")
-            try:
-                data = yaml.safe_load(p.read_text())
-            except yaml.YAMLError as e:
-                raise ToolInputError(f"Workflow {str(p)!r} is not valid YAML: {e}") from None
+            data = _read_yaml(Path(source))
         if isinstance(data, list):
             data = {"steps": data}
         if not isinstance(data, dict):
@@ -165,10 +305,7 @@ def run_workflow(
 ) -> WorkflowRun:
     """Run every step in order and write ``workflows/<name>_<n>.json`` into the workspace."""
     wf = load_workflow(source)
-    if isinstance(workspace, Workspace):
-        ws = workspace
-    else:
-        ws = Workspace(workspace or wf.workspace or "workspace")
+    ws = _workflow_workspace(wf, workspace)
     results: dict[str, Any] = {}
     outcomes: list[StepOutcome] = []
     ok = True
@@ -202,9 +339,7 @@ def run_workflow(
                 break
     safe = re.sub(r"[^\w.-]+", "_", wf.name)[:60] or "workflow"
     path = ws.new_file("workflows", safe, ".json")
-    run = WorkflowRun(
-        name=wf.name, workspace=str(ws.root), ok=ok, steps=outcomes, results_file=ws.relpath(path)
-    )
+    run = WorkflowRun(name=wf.name, workspace=str(ws.root), ok=ok, steps=outcomes, results_file=ws.relpath(path))
     path.write_text(json.dumps(run.model_dump(mode="json"), indent=1))
     return run
 
@@ -212,13 +347,15 @@ def run_workflow(
 def print_run(path: str | Path, workspace: str | None = None, *, as_json: bool = False) -> int:
     """CLI helper: run a workflow, print a table (or JSON) and return the exit code (0 ok, 1 failed)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(stderr=as_json)
     try:
         wf = load_workflow(path)
+        ws = _workflow_workspace(wf, workspace)
     except ToolError as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
         return 2
 
     def show(step: StepOutcome) -> None:
@@ -226,7 +363,7 @@ def print_run(path: str | Path, workspace: str | None = None, *, as_json: bool =
             mark = "[green]ok[/green]" if step.status == "ok" else "[red]error[/red]"
             console.print(f"{mark} {step.id} ({step.tool}, {step.wall_time_s:.2f} s)")
 
-    run = run_workflow(wf, workspace, on_step=show)
+    run = run_workflow(wf, ws, on_step=show)
     if as_json:
         print(json.dumps(run.model_dump(mode="json"), indent=1))
         return 0 if run.ok else 1

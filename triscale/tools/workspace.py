@@ -3,17 +3,23 @@
 Structures are addressed by short stable ids (``st1``, ``st2``, ... — the database row id, never reused) and
 carry their lineage: the parent structure, the tool call that produced them, the calculator and the energy.
 Coordinates stay in the store; tool results only carry ids and summaries.
+
+Several threads and processes may share one workspace (an MCP server, a CLI run, job threads). Every id is
+allocated by SQLite in one transaction (structure ids are the database's AUTOINCREMENT row ids; call and job ids
+come from the ``triscale_counters`` table in the same file, see :meth:`Workspace.next_id`), and
+:meth:`Workspace.new_file` creates its file (or directory) exclusively, so two concurrent callers never receive
+the same id or the same output path.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import sqlite3
 import threading
-import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,8 @@ __all__ = ["Workspace", "StructureRecord"]
 
 _ID_RE = re.compile(r"^\s*(?:st|#)?\s*(\d+)\s*$", re.IGNORECASE)
 _STRICT_ID_RE = re.compile(r"^st\d+$")
+_BUSY_TIMEOUT_S = 120.0  # how long a writer waits for another process's transaction on structures.db
+_COUNTERS_DDL = "CREATE TABLE IF NOT EXISTS triscale_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
 
 
 class StructureRecord(dict):
@@ -66,17 +74,20 @@ class Workspace:
         Override the registry's per-tool wall-time limit for every call in this workspace.
     """
 
-    def __init__(
-        self, root: str | Path = "workspace", *, isolate: bool = True, timeout_s: float | None = None
-    ):
+    def __init__(self, root: str | Path = "workspace", *, isolate: bool = True, timeout_s: float | None = None):
+        if timeout_s is not None and not timeout_s > 0:
+            raise ToolInputError(
+                f"timeout_s must be a positive number of seconds, got {timeout_s!r}.",
+                hint="Leave it unset for each tool's default limit.",
+            )
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.isolate = isolate
         self.timeout_s = timeout_s
         self.db_path = self.root / "structures.db"
         self._lock = threading.RLock()
-        self._jobs = None
-        self._counter = itertools.count(1)
+        self._services: dict[str, Any] = {}
+        self._init_store()
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -86,6 +97,56 @@ class Workspace:
         import ase.db
 
         return ase.db.connect(str(self.db_path), type="db", append=True)
+
+    def _sql(self) -> sqlite3.Connection:
+        """A plain connection to ``structures.db`` in autocommit mode (transactions are explicit)."""
+        con = sqlite3.connect(str(self.db_path), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        con.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        return con
+
+    def _transaction(self, fn):
+        """Run ``fn(con)`` inside ``BEGIN IMMEDIATE`` (one writer at a time, across processes)."""
+        con = self._sql()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(con)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+            return out
+        finally:
+            con.close()
+
+    def _init_store(self) -> None:
+        """Create the ASE tables and the counters table in one transaction.
+
+        ASE creates its tables lazily with separate statements, so two processes opening a new workspace at once
+        could both try; doing it here under ``BEGIN IMMEDIATE`` makes the first one win and the other see it.
+        """
+        from ase.db.sqlite import index_statements, init_statements
+
+        def init(con):
+            con.execute(_COUNTERS_DDL)
+            if not con.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='systems'").fetchone()[0]:
+                for statement in [*init_statements, *index_statements]:
+                    con.execute(statement)
+
+        self._transaction(init)
+
+    def next_id(self, name: str) -> int:
+        """The next value (1, 2, ...) of the named counter; unique across threads and processes."""
+
+        def bump(con):
+            con.execute(
+                "INSERT INTO triscale_counters (name, value) VALUES (?, 1) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                (name,),
+            )
+            return int(con.execute("SELECT value FROM triscale_counters WHERE name = ?", (name,)).fetchone()[0])
+
+        return self._transaction(bump)
 
     def add(
         self,
@@ -121,9 +182,7 @@ class Workspace:
         if charge is None:
             charge = int(atoms.info.get("charge", 0))
         if spin is None:
-            spin = int(
-                atoms.info.get("spin", round(abs(float(np.sum(atoms.get_initial_magnetic_moments())))))
-            )
+            spin = int(atoms.info.get("spin", round(abs(float(np.sum(atoms.get_initial_magnetic_moments()))))))
         kv: dict[str, Any] = {
             "label": label or atoms.get_chemical_formula(),
             "parent": parent or "",
@@ -134,7 +193,13 @@ class Workspace:
             "n_unpaired": int(spin),
         }
         with self._lock:
-            row_id = self._db().write(atoms, key_value_pairs=kv, data=data or {})
+            for attempt in range(5):  # ASE waits 20 s for a lock; a busy multi-process workspace may need longer
+                try:
+                    row_id = self._db().write(atoms, key_value_pairs=kv, data=data or {})
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or attempt == 4:
+                        raise
         return f"st{row_id}"
 
     def _row(self, structure_id: str):
@@ -234,17 +299,26 @@ class Workspace:
         return str(Path(path).resolve().relative_to(self.root))
 
     def new_file(self, subdir: str, stem: str, suffix: str) -> Path:
+        """A fresh ``<subdir>/<stem>_<n><suffix>``, created empty before it is returned (a directory when
+        ``suffix`` is empty), so that concurrent callers in any thread or process never get the same path."""
         d = self.root / subdir
         d.mkdir(parents=True, exist_ok=True)
         for i in itertools.count(1):
             p = d / f"{stem}_{i}{suffix}"
-            if not p.exists():
-                return p
+            try:
+                if suffix:
+                    os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                else:
+                    p.mkdir()
+            except FileExistsError:
+                continue
+            return p
         raise AssertionError  # pragma: no cover
 
     # ------------------------------------------------------------------ calls log
     def new_call_id(self) -> str:
-        return f"c{int(time.time() * 1000) % 10**10:010d}{uuid.uuid4().hex[:4]}"
+        """``c<n>``, from the workspace's SQLite counter: unique across threads and processes."""
+        return f"c{self.next_id('call')}"
 
     def log_call(self, entry: dict[str, Any]) -> None:
         with self._lock, open(self.root / "calls.jsonl", "a") as f:
@@ -257,17 +331,17 @@ class Workspace:
                 if line.strip():
                     yield json.loads(line)
 
-    # ------------------------------------------------------------------ jobs
-    @property
-    def jobs(self):
-        """The workspace's :class:`~triscale.tools.jobs.JobManager` (created on first use)."""
+    # ------------------------------------------------------------------ per-workspace services
+    def service(self, key: str, factory: Callable[[Workspace], Any]) -> Any:
+        """One long-lived helper per workspace (e.g. the job manager), made by ``factory(self)`` on first use and
+        shut down by :meth:`close`. Services live in the modules that need them; the store does not import them."""
         with self._lock:
-            if self._jobs is None:
-                from triscale.tools.jobs import JobManager
-
-                self._jobs = JobManager(self)
-            return self._jobs
+            if key not in self._services:
+                self._services[key] = factory(self)
+            return self._services[key]
 
     def close(self) -> None:
-        if self._jobs is not None:
-            self._jobs.shutdown()
+        for svc in self._services.values():
+            shutdown = getattr(svc, "shutdown", None)
+            if shutdown is not None:
+                shutdown()

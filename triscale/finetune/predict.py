@@ -49,10 +49,10 @@ def run_predict(
     from rich.table import Table
     from transformers.utils import logging as hf_logging
 
-    import triscale
+    from triscale.finetune.calculator import calculator_with_adapters
 
     hf_logging.disable_progress_bar()  # a command-line run: no "Loading weights" bars around the table
-    calc = triscale.calculator(model, domain=domain, adapters=adapters, dtype=dtype)
+    calc = calculator_with_adapters(model, domain=domain, adapters=adapters, dtype=dtype)
     rows = []
     for path, frames in inputs:
         results = calc.predict(frames)
