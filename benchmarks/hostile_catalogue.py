@@ -243,7 +243,8 @@ CLI_CASES: list[tuple[str, list[str], dict[str, str | bytes], str]] = [
             "escape.yaml": textwrap.dedent("""
         workspace: ../outside
         steps:
-          - tool: build_molecule
+          - id: w
+            tool: build_molecule
             args: {name: water}
         """)
         },
@@ -252,7 +253,7 @@ CLI_CASES: list[tuple[str, list[str], dict[str, str | bytes], str]] = [
     (
         "workflow: absolute workspace",
         ["run", "abs.yaml"],
-        {"abs.yaml": "workspace: /tmp\nsteps:\n  - tool: list_structures\n"},
+        {"abs.yaml": "workspace: /tmp\nsteps:\n  - id: ls\n    tool: list_structures\n"},
         "error",
     ),
     (
@@ -261,7 +262,8 @@ CLI_CASES: list[tuple[str, list[str], dict[str, str | bytes], str]] = [
         {
             "cred.yaml": textwrap.dedent("""
         steps:
-          - tool: import_structure
+          - id: leak
+            tool: import_structure
             args: {path: ../outside/secret.txt, format: xyz}
         """)
         },

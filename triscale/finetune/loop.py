@@ -23,9 +23,9 @@ The loop imports only torch/numpy/safetensors/rich, nothing of triscale, so it c
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from triscale.common import atomic_write_json
+from triscale.common import atomic_write_bytes, atomic_write_json
 
 #: keys of every training row of ``metrics.jsonl`` (a task adds its own ``train_*`` and ``val_*`` keys)
 ROW_KEYS = ("epoch", "step", "train_loss", "lr", "seconds", "val_loss")
@@ -198,15 +198,16 @@ class TrainLoop:
             save_file({n: t.contiguous() for n, t in self.best.items()}, str(state_dir / "best.safetensors"))
         if self.ema is not None:
             save_file({n: t.contiguous() for n, t in self.ema.items()}, str(state_dir / "ema.safetensors"))
+        buffer = io.BytesIO()
         torch.save(
             {
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "generator": self.generator.get_state(),
             },
-            state_dir / "optimizer.pt.tmp",
+            buffer,
         )
-        os.replace(state_dir / "optimizer.pt.tmp", state_dir / "optimizer.pt")
+        atomic_write_bytes(state_dir / "optimizer.pt", buffer.getvalue())
         atomic_json(state_dir / "progress.json", self.progress)
 
     def _refuse(self, why: str) -> ResumeError:

@@ -18,6 +18,7 @@ AO order: tblite orders the AOs of an atom by shell and the three p functions of
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 
+from triscale.common import atomic_write_bytes
 from triscale.quantum.methods import (
     DEFAULT_BASIS,
     DEFAULT_FUNCTIONAL,
@@ -540,9 +542,10 @@ def save_npz(es: ElectronicStructure, path: str | Path) -> Path:
     d = asdict(es)
     arrays = {k: np.asarray(d[k]) for k in _ARRAYS if d[k] is not None}
     scalars = {k: np.asarray(v) for k, v in d.items() if k not in _ARRAYS and k != "notes" and v is not None}
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays, **scalars, homo_eV=es.homo_eV, gap_eV=np.nan if es.gap_eV is None else es.gap_eV)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    gap = np.nan if es.gap_eV is None else es.gap_eV
+    np.savez_compressed(buffer, **arrays, **scalars, homo_eV=es.homo_eV, gap_eV=gap)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -17,12 +17,12 @@ import os
 import re
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import Field
 
+from triscale.common import atomic_write_json
 from triscale.tools.base import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.errors import ToolError, ToolInputError
 from triscale.tools.worker import CancelToken
@@ -109,10 +109,7 @@ class JobManager:
         )
 
     def _write(self, rec: dict[str, Any]) -> None:
-        final = self._path(rec["job_id"])
-        tmp = self.dir / f".{rec['job_id']}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        tmp.write_text(json.dumps(rec, default=str, indent=1))
-        tmp.replace(final)
+        atomic_write_json(self._path(rec["job_id"]), rec, indent=1, default=str)
 
     def _read(self, job_id: Any) -> dict[str, Any]:
         text = str(job_id).strip() if isinstance(job_id, str) else ""
