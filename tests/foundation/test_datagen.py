@@ -96,7 +96,7 @@ def test_xtb_forces_are_minus_energy_gradient(smoke):
 def test_chgnet_stress_is_strain_derivative_in_ev_per_a3(smoke):
     config, out, _ = smoke
     frame = min((a for a in _frames(out, "material") if a.info["config_type"] == "strain"), key=len)
-    calc = datagen._chgnet_calc(config.material)
+    calc = datagen.chgnet_calculator(config.material)
     volume = frame.get_volume()
     h = 2e-3
     numeric = np.zeros((3, 3))
@@ -124,7 +124,7 @@ def test_second_run_does_no_new_work_and_changes_nothing(smoke, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished shard was generated again")
 
-    monkeypatch.setattr(datagen, "_run_shard", forbidden)
+    monkeypatch.setattr(datagen.driver, "run_shard", forbidden)
     generate(config, out=out, progress=False)
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
     assert after.keys() == before.keys()
@@ -172,7 +172,7 @@ def test_split_hash_is_seeded_and_keeps_test_elements_in_train():
     assert [split_of(g, 1) for g in groups[:50]] == [split_of(g, 1) for g in groups[:50]]
     assert [split_of(g, 1) for g in groups[:50]] != [split_of(g, 2) for g in groups[:50]]
     elements = {f"g{i}": {"H", "C", f"X{i % 40}"} for i in range(100)}
-    split, moved = datagen._assign_splits(elements, seed=3, fractions=(0.8, 0.1, 0.1))
+    split, moved = datagen.assign_splits(elements, seed=3, fractions=(0.8, 0.1, 0.1))
     train = set().union(*(elements[g] for g in elements if split[g] == "train"))
     for g, s in split.items():
         if s != "train":
@@ -186,7 +186,7 @@ def test_plan_interleaves_domains_and_base_recipe_is_sized():
     assert domains[:2] != ["molecule", "molecule"] and "material" in domains[:2]
     base = load_config(BASE)
     assert base.model_dump(exclude={"out"}) == DatagenConfig().model_dump(exclude={"out"})
-    assert len(datagen._material_specs(base.material)) >= 25
+    assert len(datagen.material_specs(base.material)) >= 25
     elements = [e for s in datagen.MATERIAL_PROTOTYPES for e in s.elements]
     assert min(elements.count(e) for e in set(elements)) >= 2  # no element lives in a single group
 
@@ -202,9 +202,7 @@ def test_cli_datagen_plans_and_writes_manifest(tmp_path):
 
     from triscale.cli import app
 
-    result = CliRunner().invoke(
-        app, ["datagen", "--config", str(SMOKE), "--out", str(tmp_path), "--limit", "0"]
-    )
+    result = CliRunner().invoke(app, ["datagen", "--config", str(SMOKE), "--out", str(tmp_path), "--limit", "0"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["shards_done"] == 0 and not manifest["complete"] and manifest["seed"] == 7
@@ -213,16 +211,29 @@ def test_cli_datagen_plans_and_writes_manifest(tmp_path):
 
 def test_combinatorial_catalogue_is_balanced_disjoint_and_seeded():
     wide = load_config(Path(BASE).parent / "materials-wide.yaml")
-    specs = datagen._material_specs(wide.material, wide.seed)
+    specs = datagen.material_specs(wide.material, wide.seed)
     assert len(specs) == wide.material.n_combinatorial == len({s.id for s in specs})
     assert not {s.id for s in specs} & {s.id for s in datagen.MATERIAL_PROTOTYPES}
     kinds = Counter(s.kind for s in specs)
     assert len(kinds) >= 8 and max(kinds.values()) - min(kinds.values()) <= 3  # round-robin over prototypes
-    assert [s.id for s in datagen._material_specs(wide.material, wide.seed)] == [s.id for s in specs]
-    assert [s.id for s in datagen._material_specs(wide.material, wide.seed + 1)] != [s.id for s in specs]
+    assert [s.id for s in datagen.material_specs(wide.material, wide.seed)] == [s.id for s in specs]
+    assert [s.id for s in datagen.material_specs(wide.material, wide.seed + 1)] != [s.id for s in specs]
     # every spec builds (lattice parameters from radii are positive and give sensible cells)
     for spec in specs[:40]:
-        cell = datagen._build_bases(spec)[0]
+        cell = datagen.build_bases(spec)[0]
         assert cell.get_volume() / len(cell) > 5.0
     # adding the field left the base recipe's hash (and so its generated data) valid
     assert load_config(BASE).recipe_hash() == "e62328e1bf236a76"
+
+
+def test_package_exports_its_public_names_and_conformers_are_seeded():
+    import triscale.foundation.datagen as package
+
+    assert sorted(package.__all__) == sorted(set(package.__all__))
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    entry = {"source": "NCI", "smiles": "CCCCO", "group": "CCCCO", "name": "butanol"}
+    a, kind = datagen.molecule_conformers(entry, 3, datagen.derive_seed(7, "etkdg", entry["group"]))
+    b, _ = datagen.molecule_conformers(entry, 3, datagen.derive_seed(7, "etkdg", entry["group"]))
+    assert kind == "etkdg" and 1 <= len(a) <= 3 and all(x.info == {} for x in a)  # bare frames, no charge/spin
+    assert all(np.array_equal(x.positions, y.positions) for x, y in zip(a, b, strict=True))

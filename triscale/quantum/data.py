@@ -125,26 +125,19 @@ def rattled_conformers(
 
 
 def smiles_molecules(smiles=EXTRA_SMILES, seed: int = 0, max_atoms: int = 20) -> dict[str, Atoms]:
-    """Neutral closed-shell molecules from SMILES: RDKit ETKDGv3 embedding and an MMFF relaxation."""
-    from rdkit import Chem, RDLogger
-    from rdkit.Chem import AllChem, Descriptors
+    """Neutral closed-shell molecules from SMILES (at most ``max_atoms`` atoms with hydrogens): the project's one
+    RDKit routine (:func:`triscale.common.chem.embed_smiles`: ETKDGv3, then MMFF94, UFF where MMFF has no
+    parameters). SMILES that do not parse, embed or fit are left out."""
+    from triscale.common.chem import SmilesError, embed_smiles
 
-    RDLogger.DisableLog("rdApp.*")
     out = {}
     for smi in smiles:
-        mol = Chem.MolFromSmiles(smi)
-        if mol is None or Chem.GetFormalCharge(mol) != 0 or Descriptors.NumRadicalElectrons(mol):
+        try:
+            atoms = embed_smiles(smi, seed=seed, max_heavy_atoms=None, max_atoms=max_atoms, relax="auto")[0]
+        except SmilesError:
             continue
-        mol = Chem.AddHs(mol)
-        if mol.GetNumAtoms() > max_atoms:
+        if atoms.info.pop("charge") != 0 or atoms.info.pop("spin") != 0:
             continue
-        params = AllChem.ETKDGv3()
-        params.randomSeed = seed
-        if AllChem.EmbedMolecule(mol, params) != 0:
-            continue
-        if AllChem.MMFFHasAllMoleculeParams(mol):
-            AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
-        atoms = Atoms([a.GetSymbol() for a in mol.GetAtoms()], positions=mol.GetConformer().GetPositions())
         out[f"smiles:{smi}"] = atoms
     return out
 

@@ -40,8 +40,8 @@ def observable_entries(datagen_config: str | Path, extra_train: int = 0) -> list
     entries = [e for shard in G.make_plan(config) if shard["domain"] == "molecule" for e in shard["entries"]]
     if extra_train:
         used = {e["group"] for e in entries}
-        pool = [e for e in G._nci_molecules(config.molecule) if e["group"] not in used]
-        rng = np.random.default_rng(G._derive_seed(config.seed, "observables-extra"))
+        pool = [e for e in G.nci_molecules(config.molecule) if e["group"] not in used]
+        rng = np.random.default_rng(G.derive_seed(config.seed, "observables-extra"))
         for i in sorted(rng.permutation(len(pool))[:extra_train]):
             entries.append({**pool[i], "split": "train"})
     return entries
@@ -54,7 +54,7 @@ def _label_shard(entries: list[dict], seed: int, conformers: int) -> tuple[list,
     frames, skipped = [], []
     for entry in entries:
         try:
-            bases, _ = G._conformers(entry, conformers, G._derive_seed(seed, "etkdg", entry["group"]))
+            bases, _ = G.molecule_conformers(entry, conformers, G.derive_seed(seed, "etkdg", entry["group"]))
         except Exception as exc:  # noqa: BLE001 - RDKit embedding errors are many types; skip the molecule
             skipped.append({"group": entry["group"], "reason": f"embedding failed: {type(exc).__name__}"})
             continue
