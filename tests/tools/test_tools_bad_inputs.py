@@ -407,13 +407,18 @@ def test_export_never_overwrites_workspace_records(seeded, call, case):
     (ws.root / "jobs").mkdir(exist_ok=True)
     (ws.root / "jobs" / "job1.json").write_text("{}")
     path, extra, pattern = EXPORT_CASES[case]
-    before = {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file() and p.name != "calls.jsonl"}
+    # the call log is appended to and the store's id counters advance (the refused call has a call id); every
+    # other file is untouched, and the stored structures are the same
+    logs = ("calls.jsonl", "structures.db", "structures.db-journal")
+    before = {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file() and p.name not in logs}
+    stored = [ws.get(r["id"]) for r in ws.records()]
     log = (ws.root / "calls.jsonl").read_text()
     with pytest.raises(ToolInputError, match=pattern):
         call("export_structure", structure_id="st2", path=path, **extra)
-    assert {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file() and p.name != "calls.jsonl"} == before
+    assert {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file() and p.name not in logs} == before
     assert (ws.root / "calls.jsonl").read_text().startswith(log)  # only appended to (the refused call)
     assert ws.count() == 2
+    assert [ws.get(r["id"]) for r in ws.records()] == stored
 
 
 def test_export_overwrite_rules(seeded, call):

@@ -38,6 +38,7 @@ def embed_smiles(
     relax: Literal["mmff", "uff", "auto"] | None = None,
     max_iters: int = 500,
     prune_rms: float = 0.1,
+    attempt_timeout_s: int | None = None,
 ) -> list[Any]:
     """3D conformers (``ase.Atoms``, Å, no cell, hydrogens explicit) of ``smiles``: RDKit ETKDGv3, deterministic.
 
@@ -85,6 +86,8 @@ def embed_smiles(
         params.randomSeed = seed
         params.numThreads = 1
         params.pruneRmsThresh = prune_rms
+        if attempt_timeout_s is not None:  # RDKit stops one embedding attempt after this many seconds
+            params.timeout = int(attempt_timeout_s)
         try:
             ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
             if not ids:

@@ -143,26 +143,27 @@ def _parse_smiles(smiles: str):
 
 def _embed_smiles(smiles: str, seed: int) -> Atoms:
     """RDKit ETKDGv3 embedding and MMFF (or UFF) relaxation; runs in a worker under the tool's time limit."""
-    from rdkit import Chem
-    from rdkit.Chem import AllChem, Descriptors
+    from triscale.common.chem import EmbeddingError, MoleculeTooLargeError, SmilesError, embed_smiles
 
-    mol = _parse_smiles(smiles)
-    params = AllChem.ETKDGv3()
-    params.randomSeed = seed
-    params.timeout = _EMBED_ATTEMPT_TIMEOUT_S
-    if AllChem.EmbedMolecule(mol, params) != 0:
-        params.useRandomCoords = True
-        if AllChem.EmbedMolecule(mol, params) != 0:
-            raise ToolInputError(f"RDKit could not embed {smiles!r} in 3D.")
-    if AllChem.MMFFHasAllMoleculeParams(mol):
-        AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
-    else:
-        AllChem.UFFOptimizeMolecule(mol, maxIters=500)
-    pos = mol.GetConformer().GetPositions()
-    atoms = Atoms([a.GetSymbol() for a in mol.GetAtoms()], positions=pos)
+    try:
+        (atoms,) = embed_smiles(
+            smiles,
+            seed=seed,
+            max_heavy_atoms=None,
+            max_atoms=MAX_SMILES_ATOMS,
+            relax="auto",
+            attempt_timeout_s=_EMBED_ATTEMPT_TIMEOUT_S,
+        )
+    except MoleculeTooLargeError as e:
+        raise ToolLimitError(f"{e}.") from None
+    except EmbeddingError:
+        raise ToolInputError(f"RDKit could not embed {smiles!r} in 3D.") from None
+    except SmilesError:
+        raise ToolInputError(
+            f"{smiles!r} is not a valid SMILES string.",
+            hint="Examples: 'CCO' (ethanol), 'c1ccccc1' (benzene), 'O=C=O' (CO2).",
+        ) from None
     atoms.positions -= atoms.get_center_of_mass()
-    atoms.info["charge"] = int(Chem.GetFormalCharge(mol))
-    atoms.info["spin"] = int(Descriptors.NumRadicalElectrons(mol))
     return atoms
 
 
