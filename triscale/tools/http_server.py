@@ -137,7 +137,8 @@ class RequestGuard:
         self.app = app
         self.token = token.encode() if token else None
         # A browser cannot add a header to a page load or an EventSource: the web workbench also accepts the token
-        # from this cookie, and serves ``public_paths`` (its static page shell, no data) without one.
+        # from this cookie, and serves ``public_paths`` (its static page shell, no data; ``/static/*`` is a prefix)
+        # to GET without one.
         self.token_cookie = token_cookie
         self.public_paths = tuple(public_paths)
         hosts = {host_name(h) for h in allowed_hosts}
@@ -195,7 +196,7 @@ class RequestGuard:
     def _public(self, scope: Any) -> bool:
         path = scope.get("path", "")
         return scope["method"] in ("GET", "HEAD") and any(
-            path == p or (p.endswith("/") and path.startswith(p)) for p in self.public_paths
+            path == p or (p.endswith("*") and path.startswith(p[:-1])) for p in self.public_paths
         )
 
     def _too_large(self):
