@@ -20,7 +20,7 @@ def _events(client: httpx.Client, ask_id: str, timeout: float = 120) -> list[dic
 
 
 def test_foreign_origin_and_host_are_refused(web):
-    with httpx.Client(base_url=web.url) as c:
+    with httpx.Client(base_url=web.url, timeout=60) as c:
         r = c.post("/api/ask", json={"question": "hi"}, headers={"Origin": "http://evil.example"})
         assert r.status_code == 403 and "Origin" in r.json()["error"]
         r = c.post("/api/upload", json={"filename": "a.xyz", "content": "x"}, headers={"Origin": "http://evil.example"})
@@ -39,7 +39,7 @@ def test_token_from_header_or_cookie_and_public_shell(tmp_path):
 
     server = web_server(tmp_path / "root", port=0, token="s3cret", isolate=False).start()
     try:
-        with httpx.Client(base_url=server.url) as c:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
             assert c.get("/").status_code == 200  # the static shell: no data in it
             assert c.get("/static/app.js").status_code == 200
             assert c.get("/api/session").status_code == 401
@@ -53,7 +53,7 @@ def test_token_from_header_or_cookie_and_public_shell(tmp_path):
 
 def test_sessions_get_their_own_workspaces(web):
     body = {"filename": "h2.xyz", "content": "2\n\nH 0 0 0\nH 0 0 0.74\n"}
-    with httpx.Client(base_url=web.url) as a, httpx.Client(base_url=web.url) as b:
+    with httpx.Client(base_url=web.url, timeout=60) as a, httpx.Client(base_url=web.url, timeout=60) as b:
         assert a.post("/api/upload", json=body).json()["result"]["structure_id"] == "st1"
         assert [r["id"] for r in a.get("/api/structures").json()] == ["st1"]
         assert b.get("/api/structures").json() == []
@@ -73,7 +73,7 @@ def test_events_stream_in_order_with_results(web, script):
         {"tool": "equation_of_state", "args": {"structure_id": "${1.structure_id}", "calculator": "emt"}},
         "Done.",
     ]
-    with httpx.Client(base_url=web.url) as c:
+    with httpx.Client(base_url=web.url, timeout=60) as c:
         ask_id = c.post("/api/ask", json={"question": "EOS of Cu"}).json()["ask_id"]
         assert c.post("/api/ask", json={"question": "again"}).status_code in (200, 409)  # 409 while running
         events = _events(c, ask_id)
@@ -121,7 +121,7 @@ def test_cancel_kills_the_running_calculation(tmp_path, script):
 
     server = web_server(tmp_path / "root", port=0, agent_factory=factory, isolate=True).start()
     try:
-        with httpx.Client(base_url=server.url) as c:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
             ask_id = c.post("/api/ask", json={"question": "long MD"}).json()["ask_id"]
             bench = server.app.state.workbench
             ask = next(iter(bench.sessions.values())).asks[ask_id]
@@ -145,6 +145,6 @@ def test_cancel_kills_the_running_calculation(tmp_path, script):
 
 @pytest.mark.parametrize("bad", [{"question": ""}, {"q": "x"}])
 def test_bad_ask_bodies(web, bad):
-    with httpx.Client(base_url=web.url) as c:
+    with httpx.Client(base_url=web.url, timeout=60) as c:
         r = c.post("/api/ask", json=bad)
         assert r.status_code == 400 and "question" in r.json()["error"]
