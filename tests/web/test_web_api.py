@@ -101,6 +101,7 @@ def test_events_stream_in_order_with_results(web, script):
         assert cif.status_code == 200 and b"_cell_length_a" in cif.content
 
 
+@pytest.mark.slow  # a worker process starts (forkserver, imports): ~17 s here
 def test_cancel_kills_the_running_calculation(tmp_path, script):
     """A long MD in a worker process is killed from the page's cancel; the run ends with what finished."""
     from triscale.agents import ScienceAgent, ScriptedChatModel
