@@ -114,9 +114,22 @@ def finetune(
     from triscale.finetune.cli import run_finetune
 
     run_finetune(
-        config=config, data=data, method=method, out=out, base=base, domain=domain, epochs=epochs,
-        committee=committee, rank=rank, lr=lr, max_steps=max_steps, replay=replay, property_key=property_key,
-        energy_unit=energy_unit, fresh=fresh, quiet=quiet,
+        config=config,
+        data=data,
+        method=method,
+        out=out,
+        base=base,
+        domain=domain,
+        epochs=epochs,
+        committee=committee,
+        rank=rank,
+        lr=lr,
+        max_steps=max_steps,
+        replay=replay,
+        property_key=property_key,
+        energy_unit=energy_unit,
+        fresh=fresh,
+        quiet=quiet,
     )
 
 
@@ -207,6 +220,60 @@ def serve(
         )
     except ToolError as e:
         typer.echo(f"triscale serve: {e}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def web(
+    workspace: Annotated[
+        str, typer.Option(help="Workspace root; each browser session works in its own sessions/<id>/ inside it.")
+    ] = "workspace",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8767,
+    host: Annotated[str, typer.Option(help="Bind address (localhost by default).")] = "127.0.0.1",
+    llm: Annotated[str | None, typer.Option(help="local | gguf:PATH | openai:MODEL@URL | ollama:MODEL")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="TRISCALE_TOKEN", help="Access token (needed beyond loopback); the page asks for it."),
+    ] = None,
+    max_workers: Annotated[
+        int | None, typer.Option(min=1, help="Questions answered at once; more wait (default: CPU count).")
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None, typer.Option(help="Extra Host name clients may use (repeatable; '*' for any).")
+    ] = None,
+    request_timeout: Annotated[
+        float, typer.Option(min=1, help="Wall-time limit per question in seconds; the question is then cancelled.")
+    ] = 3600.0,
+) -> None:
+    """The browser workbench: chat with the agent, watch tool calls stream, view structures, plots and runs.
+
+    Same checks as `triscale serve` (Host, Origin, token beyond loopback, body size, time limit).
+    """
+    from triscale.tools.errors import ToolError
+    from triscale.tools.http_server import is_loopback
+    from triscale.web.app import serve_web
+
+    def ready(server) -> None:
+        where = "" if is_loopback(host) else f", listening on {host}"
+        auth = ", token required" if token else ""
+        typer.echo(f"triscale web: open {server.url}/ (workspace {workspace}{where}{auth}); Ctrl-C stops")
+
+    try:
+        serve_web(
+            workspace,
+            host=host,
+            port=port,
+            token=token or None,
+            llm=llm,
+            max_workers=max_workers,
+            allowed_hosts=allowed_host or None,
+            request_timeout_s=request_timeout,
+            on_ready=ready,
+        )
+    except ToolError as e:
+        typer.echo(f"triscale web: {e}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass

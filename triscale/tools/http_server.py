@@ -46,7 +46,22 @@ from triscale.tools.workspace import Workspace
 if TYPE_CHECKING:  # starlette / uvicorn are imported only when a server is built
     from starlette.applications import Starlette
 
-__all__ = ["make_app", "serve", "TriscaleServer", "is_loopback", "MAX_BODY_BYTES"]
+__all__ = [
+    "make_app",
+    "serve",
+    "TriscaleServer",
+    "RequestGuard",
+    "is_loopback",
+    "host_name",
+    "default_hosts",
+    "bind_socket",
+    "require_web_stack",
+    "error_response",
+    "json_response",
+    "MAX_BODY_BYTES",
+    "REQUEST_TIMEOUT_S",
+    "LOOPBACK_HOSTS",
+]
 
 MAX_BODY_BYTES = 1 << 20  # arguments are small; structures travel as ids or files in the workspace
 REQUEST_TIMEOUT_S = 3600.0  # longer than any tool's own limit (the longest is 1800 s), the queue wait included
@@ -67,7 +82,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _host_name(value: str) -> str:
+def host_name(value: str) -> str:
     """The host part of a Host header or an allowed-host entry, lower case, without port or IPv6 brackets."""
     value = value.strip().lower()
     if value.startswith("["):  # [::1]:8766
@@ -77,7 +92,7 @@ def _host_name(value: str) -> str:
     return value
 
 
-def _require_web_stack() -> None:
+def require_web_stack() -> None:
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -87,20 +102,20 @@ def _require_web_stack() -> None:
         ) from None
 
 
-def _payload(status: int, message: str, error_type: str, headers: dict[str, str] | None = None):
+def error_response(status: int, message: str, error_type: str, headers: dict[str, str] | None = None):
     from starlette.responses import Response
 
     body = json.dumps({"ok": False, "error": message, "error_type": error_type})
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def _json(status: int, payload: Any):
+def json_response(status: int, payload: Any):
     from starlette.responses import Response
 
     return Response(json.dumps(payload, default=str), status_code=status, media_type="application/json")
 
 
-class _Guard:
+class RequestGuard:
     """Pure ASGI middleware: host, origin, token, content type and body size, before any route runs.
 
     The approach of ``mcp.server.transport_security`` (TransportSecurityMiddleware + RequestBodyLimitMiddleware),
@@ -116,10 +131,17 @@ class _Guard:
         allowed_hosts: Iterable[str],
         allowed_origins: Iterable[str],
         max_body_bytes: int,
+        token_cookie: str | None = None,
+        public_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.token = token.encode() if token else None
-        hosts = {_host_name(h) for h in allowed_hosts}
+        # A browser cannot add a header to a page load or an EventSource: the web workbench also accepts the token
+        # from this cookie, and serves ``public_paths`` (its static page shell, no data; ``/static/*`` is a prefix)
+        # to GET without one.
+        self.token_cookie = token_cookie
+        self.public_paths = tuple(public_paths)
+        hosts = {host_name(h) for h in allowed_hosts}
         self.any_host = "*" in hosts
         self.allowed_hosts = hosts - {"*"}
         self.allowed_origins = {o.strip().rstrip("/").lower() for o in allowed_origins}
@@ -131,9 +153,9 @@ class _Guard:
         headers = Headers(scope=scope)
         host = headers.get("host")
         if not host:
-            return _payload(400, "missing Host header", "BadRequest")
-        if not self.any_host and _host_name(host) not in self.allowed_hosts:
-            return _payload(
+            return error_response(400, "missing Host header", "BadRequest")
+        if not self.any_host and host_name(host) not in self.allowed_hosts:
+            return error_response(
                 421,
                 f"Host {host!r} is not served here (allowed: {', '.join(sorted(self.allowed_hosts))}); "
                 "start the server with --allowed-host to add a name.",
@@ -145,12 +167,16 @@ class _Guard:
             scheme = scope.get("scheme", "http")
             same = o == f"{scheme}://{host.strip().lower()}"
             if not same and o not in self.allowed_origins:
-                return _payload(403, f"Origin {origin!r} is not allowed", "Forbidden")
-        if self.token is not None:
+                return error_response(403, f"Origin {origin!r} is not allowed", "Forbidden")
+        if self.token is not None and not self._public(scope):
             auth = headers.get("authorization", "")
             scheme_, _, given = auth.partition(" ")
+            if self.token_cookie and scheme_.lower() != "bearer":
+                from starlette.requests import cookie_parser
+
+                scheme_, given = "bearer", cookie_parser(headers.get("cookie", "")).get(self.token_cookie, "")
             if scheme_.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
-                return _payload(
+                return error_response(
                     401,
                     "missing or invalid token: send 'Authorization: Bearer <token>'",
                     "Unauthorized",
@@ -159,7 +185,7 @@ class _Guard:
         if scope["method"] == "POST":
             ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if ctype != "application/json":
-                return _payload(
+                return error_response(
                     415, f"POST needs Content-Type: application/json, got {ctype or 'none'!r}", "UnsupportedMediaType"
                 )
             length = headers.get("content-length")
@@ -167,8 +193,14 @@ class _Guard:
                 return self._too_large()
         return None
 
+    def _public(self, scope: Any) -> bool:
+        path = scope.get("path", "")
+        return scope["method"] in ("GET", "HEAD") and any(
+            path == p or (p.endswith("*") and path.startswith(p[:-1])) for p in self.public_paths
+        )
+
     def _too_large(self):
-        return _payload(413, f"request body exceeds {self.max_body_bytes} bytes", "PayloadTooLarge")
+        return error_response(413, f"request body exceeds {self.max_body_bytes} bytes", "PayloadTooLarge")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -227,7 +259,7 @@ def make_app(
     ``allowed_origins``: origins accepted besides the server's own (e.g. ``"http://localhost:3000"``).
     ``max_workers``: concurrent non-instant tool calls (and /ask); more wait. Default ``os.cpu_count()``.
     """
-    _require_web_stack()
+    require_web_stack()
     import anyio
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -289,10 +321,10 @@ def make_app(
     async def health(request: Any):
         from triscale.common import VERSION
 
-        return _json(200, {"status": "ok", "version": VERSION, "workspace": str(ws.root)})
+        return json_response(200, {"status": "ok", "version": VERSION, "workspace": str(ws.root)})
 
     async def tools(request: Any):
-        return _json(200, [tool.card() for tool in list_tools()])
+        return json_response(200, [tool.card() for tool in list_tools()])
 
     async def json_body(request: Any) -> Any:
         raw = await request.body()
@@ -306,11 +338,11 @@ def make_app(
         try:
             body = await json_body(request)
         except ToolInputError as e:
-            return _payload(400, str(e), "ToolInputError")
+            return error_response(400, str(e), "ToolInputError")
         try:
             tool = get_tool(name)
         except ToolError as e:
-            return _payload(404, str(e), type(e).__name__)
+            return error_response(404, str(e), type(e).__name__)
         own_limit = ws.timeout_s if ws.timeout_s is not None else tool.timeout_s
 
         def fn(cancel: CancelToken, left: float | None):
@@ -320,31 +352,31 @@ def make_app(
         try:
             result = await run_call(request, fn, heavy=tool.cost != "instant")
         except ToolError as e:
-            return _payload(400, str(e), type(e).__name__)
-        return _json(
+            return error_response(400, str(e), type(e).__name__)
+        return json_response(
             200, {"ok": True, "tool": name, "result": result.model_dump(mode="json"), "content": result.content()}
         )
 
     async def ask_route(request: Any):
         if ask is None:
-            return _payload(404, "the agent is not enabled on this server (start it with --agent)", "NotFound")
+            return error_response(404, "the agent is not enabled on this server (start it with --agent)", "NotFound")
         try:
             body = await json_body(request)
         except ToolInputError as e:
-            return _payload(400, str(e), "ToolInputError")
+            return error_response(400, str(e), "ToolInputError")
         question = body.get("question") if isinstance(body, dict) else None
         if not isinstance(question, str) or not question.strip():
-            return _payload(400, 'POST /ask needs {"question": "..."}', "ToolInputError")
+            return error_response(400, 'POST /ask needs {"question": "..."}', "ToolInputError")
         try:
             answer = await run_call(request, lambda cancel, left: ask(question, body.get("session")), heavy=True)
         except ToolError as e:
-            return _payload(400, str(e), type(e).__name__)
-        return _json(200, {"ok": True, **answer})
+            return error_response(400, str(e), type(e).__name__)
+        return json_response(200, {"ok": True, **answer})
 
     async def not_found(request: Any, exc: Exception):
         status = getattr(exc, "status_code", 404)
         kind = "MethodNotAllowed" if status == 405 else "NotFound"
-        return _payload(status, f"no such endpoint: {request.method} {request.url.path}", kind)
+        return error_response(status, f"no such endpoint: {request.method} {request.url.path}", kind)
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -353,7 +385,7 @@ def make_app(
         Route("/ask", ask_route, methods=["POST"]),
     ]
     guard = Middleware(
-        _Guard,
+        RequestGuard,
         token=token,
         allowed_hosts=list(allowed_hosts) if allowed_hosts is not None else list(LOOPBACK_HOSTS),
         allowed_origins=list(allowed_origins or ()),
@@ -362,7 +394,7 @@ def make_app(
     return Starlette(routes=routes, middleware=[guard], exception_handlers={404: not_found, 405: not_found})
 
 
-def _default_hosts(host: str) -> list[str]:
+def default_hosts(host: str) -> list[str]:
     """Host names a client may use to reach a server bound to ``host``."""
     names = set(LOOPBACK_HOSTS)
     names.add(host)
@@ -376,7 +408,7 @@ def _default_hosts(host: str) -> list[str]:
     return sorted(n for n in names if n)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port); uvicorn listens on it with its backlog (2048)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -396,7 +428,9 @@ class TriscaleServer:
     """A uvicorn server for :func:`make_app`, bound on construction (``port=0``: any free port; see ``.port``).
 
     ``run()`` serves until Ctrl-C; ``start()`` / ``stop()`` run it in a background thread (tests, notebooks).
-    Refuses to bind beyond loopback without a token.
+    Refuses to bind beyond loopback without a token. ``make``: the app factory, called as
+    ``make(workspace, token=..., allowed_hosts=..., **app_kwargs)`` (default :func:`make_app`; the web workbench
+    passes its own).
     """
 
     def __init__(
@@ -407,9 +441,10 @@ class TriscaleServer:
         *,
         token: str | None = None,
         allowed_hosts: Iterable[str] | None = None,
+        make: Callable[..., Any] | None = None,
         **app_kwargs: Any,
     ) -> None:
-        _require_web_stack()
+        require_web_stack()
         import uvicorn
 
         if not is_loopback(host) and not token:
@@ -419,9 +454,9 @@ class TriscaleServer:
                 "export TRISCALE_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))'); "
                 "clients then send 'Authorization: Bearer $TRISCALE_TOKEN'.",
             )
-        hosts = _default_hosts(host) if allowed_hosts is None else [*LOOPBACK_HOSTS, host, *allowed_hosts]
+        hosts = default_hosts(host) if allowed_hosts is None else [*LOOPBACK_HOSTS, host, *allowed_hosts]
         self.host = host
-        self.app = make_app(workspace, token=token, allowed_hosts=hosts, **app_kwargs)
+        self.app = (make or make_app)(workspace, token=token, allowed_hosts=hosts, **app_kwargs)
         self.config = uvicorn.Config(
             self.app,
             host=host,
@@ -432,7 +467,7 @@ class TriscaleServer:
             lifespan="off",
             server_header=False,
         )
-        self.socket = _bind(host, port)
+        self.socket = bind_socket(host, port)
         self.port: int = self.socket.getsockname()[1]
         self.server = uvicorn.Server(self.config)
         self._thread: threading.Thread | None = None
