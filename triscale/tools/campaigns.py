@@ -126,6 +126,10 @@ def load_items(wf: Any, items: str | Path | list[Any] | None = None) -> list[Cam
             hint="Add `for_each: {items: FILE-or-list, as: NAME}` and use ${NAME} in the steps' args.",
         )
     source = items if items is not None else fe.items
+    if source is None:
+        raise ToolInputError(
+            f"Workflow {wf.name!r} names no items.", hint="Give for_each.items in the file, or pass --items FILE."
+        )
     if isinstance(source, list):
         if not source:
             raise ToolInputError("The items list is empty.")
@@ -543,7 +547,7 @@ def _write_table(cdir: Path, todo: list[CampaignItem]) -> tuple[Path, Path | Non
     fixed = ("index", "item", "label", "status")
     columns = [c for c in columns if c in fixed or any(r.get(c) not in (None, "") for r in rows)]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     csv_path = atomic_write_text(cdir / "results.csv", buf.getvalue())

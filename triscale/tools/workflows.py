@@ -73,9 +73,10 @@ class ForEach(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    items: str | list[Any] = Field(
+    items: str | list[Any] | None = Field(
+        None,
         description="An inline list, or a relative path to a text file: one item (first token) per line, the rest "
-        "of the line a label; blank lines and lines starting with '#' are skipped."
+        "of the line a label; blank lines and lines starting with '#' are skipped. Left out: the caller's --items.",
     )
     as_: str = Field("item", alias="as", pattern=r"^[A-Za-z_][\w-]*$", description="The name steps use: ${as}.")
     retries: int = Field(2, ge=0, le=10, description="Re-runs of an item whose worker died or that crashed.")
@@ -83,7 +84,7 @@ class ForEach(BaseModel):
 
     @field_validator("items")
     @classmethod
-    def _relative_items(cls, v: str | list[Any]) -> str | list[Any]:
+    def _relative_items(cls, v: str | list[Any] | None) -> str | list[Any] | None:
         if isinstance(v, str):
             try:
                 _check_relative_workspace(v)
