@@ -80,6 +80,7 @@ def test_items_file_outside_the_run_directory_is_refused(tmp_path, monkeypatch):
         load_items(wf)
 
 
+@pytest.mark.slow
 def test_in_process_then_two_worker_cluster_give_the_same_table(ws, tmp_path):
     from triscale.tools import Workspace
 
@@ -114,6 +115,7 @@ def test_a_failing_item_is_recorded_and_the_others_finish(ws):
     assert again.already_done == 3  # a tool's refusal is an answer: not recomputed
 
 
+@pytest.mark.slow
 def test_killed_worker_is_retried_and_nothing_is_lost(ws):
     killed = {}
 

@@ -459,6 +459,10 @@ def run_campaign(
     elif specs:
         import dask
 
+        try:
+            import distributed  # noqa: F401  (loads its config: dask.config.set below restores it on exit)
+        except ImportError:
+            raise ToolInputError("--cluster needs Dask.", hint="pip install 'triscale[cluster]'") from None
         with dask.config.set(_dask_config(fe.retries)):
             client, cl = _connect(cluster, fe.retries)
             try:
