@@ -51,8 +51,11 @@ def run(out: Path, items: Path, cluster: str, kill_after: int | None = None) -> 
         "for_each": {"as": "mol", "retries": 2},
         "steps": [
             {"id": "build", "tool": "build_molecule", "args": {"smiles": "${mol}"}},
-            {"id": "sp", "tool": "single_point", "args": {"structure_id": "${build.structure_id}",
-                                                         "calculator": "gfn2-xtb"}},
+            {
+                "id": "sp",
+                "tool": "single_point",
+                "args": {"structure_id": "${build.structure_id}", "calculator": "gfn2-xtb"},
+            },
         ],
     }
     done = []
@@ -77,10 +80,18 @@ def run(out: Path, items: Path, cluster: str, kill_after: int | None = None) -> 
     starts = [float(line.split()[2]) for a in idir.glob("*.attempts") for line in a.read_text().splitlines()]
     ends = [p.stat().st_mtime for p in idir.glob("*.json") if "partial" not in p.name]
     span = max(ends) - min(starts)
-    row = {"cluster": cluster, "total": s.total, "succeeded": s.succeeded, "failed": s.failed, "retried": s.retried,
-           "wall_s": round(time.time() - t0, 1), "span_s": round(span, 1),
-           "items_per_s": round(s.succeeded / span, 3), "killed": killed,
-           "startup_s": round(min(starts) - t0, 1)}
+    row = {
+        "cluster": cluster,
+        "total": s.total,
+        "succeeded": s.succeeded,
+        "failed": s.failed,
+        "retried": s.retried,
+        "wall_s": round(time.time() - t0, 1),
+        "span_s": round(span, 1),
+        "items_per_s": round(s.succeeded / span, 3),
+        "killed": killed,
+        "startup_s": round(min(starts) - t0, 1),
+    }
     n_calls = sum(1 for _ in open(out / "calls.jsonl"))
     row["tool_calls"] = n_calls
     print(json.dumps(row), flush=True)

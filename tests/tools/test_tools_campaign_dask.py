@@ -36,8 +36,8 @@ def eos_campaign(name="cu-scan", items=LATTICE, md_steps=0, retries=2):
     if md_steps:  # something that takes a second or two, so that a kill lands mid-item
         steps.insert(1, {"id": "big", "tool": "make_supercell", "args": {"structure_id": "${cu.structure_id}",
                                                                           "repeat": [3, 3, 3]}})  # fmt: skip
-        steps.append({"id": "md", "tool": "molecular_dynamics", "args": {
-            "structure_id": "${big.structure_id}", "calculator": "emt", "steps": md_steps, "interval": md_steps}})  # fmt: skip
+        md = {"structure_id": "${big.structure_id}", "calculator": "emt", "steps": md_steps, "interval": md_steps}
+        steps.append({"id": "md", "tool": "molecular_dynamics", "args": md})
     return {"name": name, "for_each": {"items": items, "as": "a", "retries": retries}, "steps": steps}
 
 
@@ -189,9 +189,10 @@ def test_client_killed_then_rerun_skips_finished_items(tmp_path):
     idir = ws_dir / "campaigns" / "cu-scan" / "items"
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and len(list(idir.glob("[0-9]*.json"))) - len(
-            list(idir.glob("*.partial.json"))
-        ) < 2:
+        while (
+            time.monotonic() < deadline
+            and len(list(idir.glob("[0-9]*.json"))) - len(list(idir.glob("*.partial.json"))) < 2
+        ):
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)  # the client (with its LocalCluster) dies mid-run
         proc.wait(30)

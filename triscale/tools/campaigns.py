@@ -156,9 +156,7 @@ def _fingerprint(wf: Any) -> str:
 
 
 def _item_key(fingerprint: str, item: CampaignItem) -> str:
-    return hashlib.sha256((fingerprint + json.dumps(item.value, sort_keys=True, default=str)).encode()).hexdigest()[
-        :16
-    ]
+    return hashlib.sha256((fingerprint + json.dumps(item.value, sort_keys=True, default=str)).encode()).hexdigest()[:16]
 
 
 def campaign_dir(ws: Workspace, name: str) -> Path:
@@ -588,7 +586,9 @@ def print_campaign(
     task = None
 
     def desc() -> str:
-        return f"{wf.name}: [green]{counts['ok']} ok[/green] [red]{counts['bad']} failed[/red] {counts['retried']} retried"
+        return (
+            f"{wf.name}: [green]{counts['ok']} ok[/green] [red]{counts['bad']} failed[/red] {counts['retried']} retried"
+        )
 
     def start(info: dict[str, Any]) -> None:
         nonlocal task
@@ -621,5 +621,7 @@ def print_campaign(
     )
     for f in summary.failures[:10]:
         console.print(f"[red]item {f['index']} ({escape(str(f['item']))}): {escape(str(f['error']))}[/red]")
-    console.print(f"results: {summary.results_csv}" + (f", {summary.results_parquet}" if summary.results_parquet else ""))
+    console.print(
+        f"results: {summary.results_csv}" + (f", {summary.results_parquet}" if summary.results_parquet else "")
+    )
     return 0 if summary.ok else 1
