@@ -114,22 +114,9 @@ def finetune(
     from triscale.finetune.cli import run_finetune
 
     run_finetune(
-        config=config,
-        data=data,
-        method=method,
-        out=out,
-        base=base,
-        domain=domain,
-        epochs=epochs,
-        committee=committee,
-        rank=rank,
-        lr=lr,
-        max_steps=max_steps,
-        replay=replay,
-        property_key=property_key,
-        energy_unit=energy_unit,
-        fresh=fresh,
-        quiet=quiet,
+        config=config, data=data, method=method, out=out, base=base, domain=domain, epochs=epochs,
+        committee=committee, rank=rank, lr=lr, max_steps=max_steps, replay=replay, property_key=property_key,
+        energy_unit=energy_unit, fresh=fresh, quiet=quiet,
     )
 
 
