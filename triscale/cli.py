@@ -138,11 +138,25 @@ def run_workflow_cmd(
     workflow: Annotated[Path, typer.Argument(help="Workflow YAML (see configs/workflows/).")],
     workspace: Annotated[str | None, typer.Option(help="Workspace directory.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Run a for_each workflow's items on Dask: local:N (N worker processes here), tcp://HOST:PORT "
+            "(an existing scheduler) or jobqueue:CONFIG.yaml (SLURM/PBS, see configs/cluster/). "
+            "Without it the items run one after another in this process."
+        ),
+    ] = None,
+    items: Annotated[
+        str | None, typer.Option(help="Items file for a for_each workflow (replaces its for_each.items).")
+    ] = None,
 ) -> None:
-    """Run a YAML workflow of tool calls; later steps refer to earlier results as ${step.field}."""
+    """Run a YAML workflow of tool calls; later steps refer to earlier results as ${step.field}.
+
+    A workflow with `for_each` is a campaign: its steps run once per item, results persist per item under
+    <workspace>/campaigns/<name>/, and running the same command again resumes (finished items are skipped)."""
     from triscale.tools.workflows import print_run
 
-    raise typer.Exit(print_run(workflow, workspace, as_json=json_out))
+    raise typer.Exit(print_run(workflow, workspace, as_json=json_out, cluster=cluster, items=items))
 
 
 @app.command()

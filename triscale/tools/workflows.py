@@ -27,6 +27,12 @@ Confinement. A workflow file is data, not a grant of access:
   objects built) and refused if it has more than ``MAX_ALIASES`` aliases, a recursive alias, or would expand
   to more than ``MAX_NODES`` nodes ("billion laughs"), before anything is constructed.
 * Error messages name the problem and its line/column, never the file's text.
+
+For each. A top-level ``for_each: {items: FILE-or-list, as: mol}`` runs all the steps once per item, with
+``${mol}`` standing for the item in step arguments (a mapping item also gives ``${mol.field}``). Such a workflow
+is a *campaign*: it runs through :func:`triscale.tools.campaigns.run_campaign` (sequentially in this process, or
+for each item on a Dask cluster), with per-item results persisted under ``campaigns/<name>/`` so that a re-run
+resumes. An items file obeys the same confinement as ``workspace:``: a relative path inside the current directory.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from triscale.tools.calls import call_tool, get_tool
 from triscale.tools.errors import ToolError, ToolInputError
 from triscale.tools.workspace import Workspace
 
-__all__ = ["Workflow", "WorkflowStep", "WorkflowRun", "load_workflow", "run_workflow", "resolve_references"]
+__all__ = ["ForEach", "Workflow", "WorkflowStep", "WorkflowRun", "load_workflow", "run_workflow", "resolve_references"]
 
 _REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*)((?:\.[\w-]+)*)\s*\}")
 MAX_WORKFLOW_BYTES = 1 << 20  # 1 MiB: a workflow is a short list of tool calls
@@ -62,12 +68,43 @@ class WorkflowStep(BaseModel):
     continue_on_error: bool = False
 
 
+class ForEach(BaseModel):
+    """Run every step once per item: ``items`` is an inline list or a text file (one item per line)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    items: str | list[Any] | None = Field(
+        None,
+        description="An inline list, or a relative path to a text file: one item (first token) per line, the rest "
+        "of the line a label; blank lines and lines starting with '#' are skipped. Left out: the caller's --items.",
+    )
+    as_: str = Field("item", alias="as", pattern=r"^[A-Za-z_][\w-]*$", description="The name steps use: ${as}.")
+    retries: int = Field(2, ge=0, le=10, description="Re-runs of an item whose worker died or that crashed.")
+    limit: int | None = Field(None, gt=0, description="Only the first N items (a quick trial).")
+
+    @field_validator("items")
+    @classmethod
+    def _relative_items(cls, v: str | list[Any] | None) -> str | list[Any] | None:
+        if isinstance(v, str):
+            try:
+                _check_relative_workspace(v)
+            except ValueError:
+                raise ValueError(
+                    "an items file must be a relative path without '..' inside the directory the run starts in "
+                    "(use the CLI's --items for any other file)"
+                ) from None
+        elif not v:
+            raise ValueError("an inline items list must not be empty")
+        return v
+
+
 class Workflow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "workflow"
     description: str | None = None
     workspace: str | None = None
+    for_each: ForEach | None = None
     steps: list[WorkflowStep] = Field(min_length=1)
 
     @field_validator("workspace")
@@ -249,6 +286,8 @@ def load_workflow(source: str | Path | dict[str, Any] | Workflow) -> Workflow:
             loc = ".".join(str(x) for x in first["loc"])
             raise ToolInputError(f"Invalid workflow: {loc}: {first['msg']}.") from None
     seen: set[str] = set()
+    if wf.for_each is not None:
+        seen.add(wf.for_each.as_)
     for step in wf.steps:
         get_tool(step.tool)
         for ref, _ in _refs_in(step.args):
@@ -258,6 +297,8 @@ def load_workflow(source: str | Path | dict[str, Any] | Workflow) -> Workflow:
                     hint=f"Earlier steps: {', '.join(sorted(seen)) or 'none'}.",
                 )
         if step.id in seen:
+            if wf.for_each is not None and step.id == wf.for_each.as_:
+                raise ToolInputError(f"Step id {step.id!r} is also the for_each item name ('as').")
             raise ToolInputError(f"Duplicate step id {step.id!r}.")
         seen.add(step.id)
     return wf
@@ -303,8 +344,15 @@ def run_workflow(
     *,
     on_step: Any = None,
 ) -> WorkflowRun:
-    """Run every step in order and write ``workflows/<name>_<n>.json`` into the workspace."""
+    """Run every step in order and write ``workflows/<name>_<n>.json`` into the workspace.
+
+    A workflow with ``for_each`` is a campaign: run it with :func:`triscale.tools.campaigns.run_campaign`."""
     wf = load_workflow(source)
+    if wf.for_each is not None:
+        raise ToolInputError(
+            f"Workflow {wf.name!r} has for_each: it is a campaign.",
+            hint="Run it with triscale.tools.campaigns.run_campaign (or `triscale run`).",
+        )
     ws = _workflow_workspace(wf, workspace)
     results: dict[str, Any] = {}
     outcomes: list[StepOutcome] = []
@@ -344,8 +392,17 @@ def run_workflow(
     return run
 
 
-def print_run(path: str | Path, workspace: str | None = None, *, as_json: bool = False) -> int:
-    """CLI helper: run a workflow, print a table (or JSON) and return the exit code (0 ok, 1 failed)."""
+def print_run(
+    path: str | Path,
+    workspace: str | None = None,
+    *,
+    as_json: bool = False,
+    cluster: str | None = None,
+    items: str | None = None,
+) -> int:
+    """CLI helper: run a workflow, print a table (or JSON) and return the exit code (0 ok, 1 failed).
+
+    A ``for_each`` workflow (or any workflow given ``cluster``/``items``) runs as a campaign."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -357,6 +414,10 @@ def print_run(path: str | Path, workspace: str | None = None, *, as_json: bool =
     except ToolError as e:
         console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
         return 2
+    if wf.for_each is not None or cluster is not None or items is not None:
+        from triscale.tools.campaigns import print_campaign
+
+        return print_campaign(wf, ws, cluster=cluster, items=items, as_json=as_json, console=console)
 
     def show(step: StepOutcome) -> None:
         if not as_json:

@@ -13,6 +13,7 @@ the same id or the same output path.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -321,8 +322,16 @@ class Workspace:
         return f"c{self.next_id('call')}"
 
     def log_call(self, entry: dict[str, Any]) -> None:
-        with self._lock, open(self.root / "calls.jsonl", "a") as f:
-            f.write(json.dumps(entry, default=str) + "\n")
+        # One line per call, written whole under an exclusive lock: processes sharing a workspace (jobs, Dask
+        # workers) never interleave their lines, however long a result is.
+        line = (json.dumps(entry, default=str) + "\n").encode()
+        with self._lock, open(self.root / "calls.jsonl", "ab") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                f.write(line)
+                f.flush()
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def calls(self) -> Iterator[dict[str, Any]]:
         p = self.root / "calls.jsonl"
