@@ -154,7 +154,7 @@ def run_workflow_cmd(
 
     A workflow with `for_each` is a campaign: its steps run once per item, results persist per item under
     <workspace>/campaigns/<name>/, and running the same command again resumes (finished items are skipped)."""
-    from triscale.tools.workflows import print_run
+    from triscale.tools.campaigns import print_run
 
     raise typer.Exit(print_run(workflow, workspace, as_json=json_out, cluster=cluster, items=items))
 

@@ -410,10 +410,10 @@ def run_campaign(
 
     ``cluster``: None (sequentially, here), ``local:N``, ``tcp://HOST:PORT`` or ``jobqueue:CONFIG.yaml``.
     ``on_start(info)`` gets ``{"total", "pending", "already_done", "dashboard"}``; ``on_item(record)`` each record."""
-    from triscale.tools.workflows import _workflow_workspace, load_workflow
+    from triscale.tools.workflows import load_workflow, workflow_workspace
 
     wf = load_workflow(source)
-    ws = _workflow_workspace(wf, workspace)
+    ws = workflow_workspace(wf, workspace)
     todo = load_items(wf, items)
     if cluster is not None:
         _parse_cluster(cluster)  # a bad spec is refused before anything runs
@@ -625,3 +625,61 @@ def print_campaign(
         f"results: {summary.results_csv}" + (f", {summary.results_parquet}" if summary.results_parquet else "")
     )
     return 0 if summary.ok else 1
+
+
+def print_run(
+    path: str | Path,
+    workspace: str | None = None,
+    *,
+    as_json: bool = False,
+    cluster: str | None = None,
+    items: str | None = None,
+) -> int:
+    """CLI helper: run a workflow, print a table (or JSON) and return the exit code (0 ok, 1 failed).
+
+    A ``for_each`` workflow (or any workflow given ``cluster``/``items``) runs as a campaign."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from triscale.tools.workflows import StepOutcome, load_workflow, run_workflow, workflow_workspace
+
+    console = Console(stderr=as_json)
+    try:
+        wf = load_workflow(path)
+        ws = workflow_workspace(wf, workspace)
+    except ToolError as e:
+        console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+        return 2
+    if wf.for_each is not None or cluster is not None or items is not None:
+        return print_campaign(wf, ws, cluster=cluster, items=items, as_json=as_json, console=console)
+
+    def show(step: StepOutcome) -> None:
+        if not as_json:
+            mark = "[green]ok[/green]" if step.status == "ok" else "[red]error[/red]"
+            console.print(f"{mark} {step.id} ({step.tool}, {step.wall_time_s:.2f} s)")
+
+    run = run_workflow(wf, ws, on_step=show)
+    if as_json:
+        print(json.dumps(run.model_dump(mode="json"), indent=1))
+        return 0 if run.ok else 1
+    table = Table(title=f"{run.name}  ({run.workspace})")
+    table.add_column("step")
+    table.add_column("tool")
+    table.add_column("result")
+    for s in run.steps:
+        if s.status == "ok":
+            keep = {
+                k: v
+                for k, v in (s.result or {}).items()
+                if v not in (None, [], "")
+                and k not in ("tool", "call_id", "notes")
+                and not (isinstance(v, list) and len(v) > 6)
+            }
+            text = ", ".join(f"{k}={v}" for k, v in list(keep.items())[:8])
+        else:
+            text = f"[red]{s.error}[/red]"
+        table.add_row(s.id, s.tool, text)
+    console.print(table)
+    console.print(f"results: {run.results_file}")
+    return 0 if run.ok else 1

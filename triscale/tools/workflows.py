@@ -50,7 +50,16 @@ from triscale.tools.calls import call_tool, get_tool
 from triscale.tools.errors import ToolError, ToolInputError
 from triscale.tools.workspace import Workspace
 
-__all__ = ["ForEach", "Workflow", "WorkflowStep", "WorkflowRun", "load_workflow", "run_workflow", "resolve_references"]
+__all__ = [
+    "ForEach",
+    "Workflow",
+    "WorkflowRun",
+    "WorkflowStep",
+    "load_workflow",
+    "resolve_references",
+    "run_workflow",
+    "workflow_workspace",
+]
 
 _REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*)((?:\.[\w-]+)*)\s*\}")
 MAX_WORKFLOW_BYTES = 1 << 20  # 1 MiB: a workflow is a short list of tool calls
@@ -133,7 +142,7 @@ def _check_relative_workspace(text: str) -> None:
         )
 
 
-def _workflow_workspace(wf: Workflow, workspace: Workspace | str | None) -> Workspace:
+def workflow_workspace(wf: Workflow, workspace: Workspace | str | None) -> Workspace:
     """The run's workspace: the caller's if given, else the file's. A ``workspace:`` key that leaves the current
     directory (also through a symlink) is refused either way, before anything is created."""
     key_dir = None
@@ -353,7 +362,7 @@ def run_workflow(
             f"Workflow {wf.name!r} has for_each: it is a campaign.",
             hint="Run it with triscale.tools.campaigns.run_campaign (or `triscale run`).",
         )
-    ws = _workflow_workspace(wf, workspace)
+    ws = workflow_workspace(wf, workspace)
     results: dict[str, Any] = {}
     outcomes: list[StepOutcome] = []
     ok = True
@@ -390,61 +399,3 @@ def run_workflow(
     run = WorkflowRun(name=wf.name, workspace=str(ws.root), ok=ok, steps=outcomes, results_file=ws.relpath(path))
     path.write_text(json.dumps(run.model_dump(mode="json"), indent=1))
     return run
-
-
-def print_run(
-    path: str | Path,
-    workspace: str | None = None,
-    *,
-    as_json: bool = False,
-    cluster: str | None = None,
-    items: str | None = None,
-) -> int:
-    """CLI helper: run a workflow, print a table (or JSON) and return the exit code (0 ok, 1 failed).
-
-    A ``for_each`` workflow (or any workflow given ``cluster``/``items``) runs as a campaign."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console(stderr=as_json)
-    try:
-        wf = load_workflow(path)
-        ws = _workflow_workspace(wf, workspace)
-    except ToolError as e:
-        console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
-        return 2
-    if wf.for_each is not None or cluster is not None or items is not None:
-        from triscale.tools.campaigns import print_campaign
-
-        return print_campaign(wf, ws, cluster=cluster, items=items, as_json=as_json, console=console)
-
-    def show(step: StepOutcome) -> None:
-        if not as_json:
-            mark = "[green]ok[/green]" if step.status == "ok" else "[red]error[/red]"
-            console.print(f"{mark} {step.id} ({step.tool}, {step.wall_time_s:.2f} s)")
-
-    run = run_workflow(wf, ws, on_step=show)
-    if as_json:
-        print(json.dumps(run.model_dump(mode="json"), indent=1))
-        return 0 if run.ok else 1
-    table = Table(title=f"{run.name}  ({run.workspace})")
-    table.add_column("step")
-    table.add_column("tool")
-    table.add_column("result")
-    for s in run.steps:
-        if s.status == "ok":
-            keep = {
-                k: v
-                for k, v in (s.result or {}).items()
-                if v not in (None, [], "")
-                and k not in ("tool", "call_id", "notes")
-                and not (isinstance(v, list) and len(v) > 6)
-            }
-            text = ", ".join(f"{k}={v}" for k, v in list(keep.items())[:8])
-        else:
-            text = f"[red]{s.error}[/red]"
-        table.add_row(s.id, s.tool, text)
-    console.print(table)
-    console.print(f"results: {run.results_file}")
-    return 0 if run.ok else 1
