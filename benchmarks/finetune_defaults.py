@@ -24,7 +24,10 @@ given the seed).
 Every fine-tuning run is ``FinetuneRecipe(data=train file, method="lora", epochs=EPOCHS)`` plus the candidate's
 overrides; the recipe's own random validation split is taken out of the training frames, as for a user. The score
 is the force MAE on the task's 40 test frames, of the base model (E0 refit on nothing: forces do not depend on E0)
-and of the exported adapter.
+and of the exported adapter. ``dev`` runs ``CANDIDATES`` (the pre-2026-12 defaults ``OLD`` plus overrides:
+selection on the validation force MAE, LoRA learning rate, EMA, no early stopping, a minimum validation size);
+``test`` runs whatever the recipe's defaults are. Results: ``runs/finetune_defaults/<candidate>/<task>-<N>.json``
+(cached; delete to rerun); the chosen defaults and the test table are in docs/finetuning.md §10.
 """
 
 from __future__ import annotations
@@ -351,6 +354,19 @@ def cmd_report(args) -> None:
             gm = float(np.exp(np.mean(np.log(done)))) if done else float("nan")
             cells = " | ".join("" if x is None else f"{x:.2f}" for x in ratios)
             print(f"| {c} | {cells} | {gm:.2f} |")
+
+    test_rows = [r for r in rows if r["suite"] == "test" and r["candidate"] == "defaults"]
+    if test_rows:
+        print("\ntest suite, the recipe's defaults (lora, epochs 60): force MAE on 40 test frames\n")
+        print("| task | level | N | base (meV/Å) | fine-tuned (meV/Å) | ratio | best epoch / run | exported |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in sorted(test_rows, key=lambda r: (r["size"], r["task"])):
+            level = LEVELS[TASKS[r["task"]][3]]
+            print(
+                f"| {r['task']} | {level} | {r['size']} | {r['base_test_forces_mae']:.1f} | "
+                f"{r['tuned_test_forces_mae']:.1f} | {r['ratio']:.2f} | {r['best_epoch']}/{r['epochs']} | "
+                f"{r['exported']} |"
+            )
 
 
 def main(argv=None) -> None:
