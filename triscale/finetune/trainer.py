@@ -19,6 +19,7 @@ its metrics (with calibration) and plots.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -30,7 +31,7 @@ import torch
 from triscale.finetune import adapters as A
 from triscale.finetune import data as D
 from triscale.finetune.adapters import load_base
-from triscale.finetune.loop import LoopSettings, TrainLoop, graphs_sha256
+from triscale.finetune.loop import LoopSettings, TrainLoop, graphs_sha256, restore_trainable, snapshot
 from triscale.finetune.recipe import FinetuneRecipe
 from triscale.foundation import keys as K
 
@@ -136,6 +137,65 @@ def val_loss(metrics: dict, weights) -> float:
     if "forces_rmse_meV_per_A" in metrics:
         loss += weights.forces * (metrics["forces_rmse_meV_per_A"] / 1000) ** 2
     return loss
+
+
+def selection_score(metrics: dict, recipe: FinetuneRecipe) -> float:
+    """The validation number that picks the exported epoch (lower is better), per ``recipe.select_on``: the force MAE
+    (eV/Å; the energy MAE where there are no force labels), the energy-per-atom MAE (eV/atom) or :func:`val_loss`;
+    infinite where the model predicts no finite value."""
+    forces, energy = metrics.get("forces_mae_meV_per_A"), metrics.get("energy_mae_meV_per_atom")
+    if forces is None and energy is None:  # no finite prediction at all (a diverged run): worst possible
+        return math.inf
+    if recipe.select_on == "forces" and forces is not None:
+        return forces / 1000
+    if recipe.select_on in ("forces", "energy") and energy is not None:
+        return energy / 1000
+    return val_loss(metrics, recipe.loss)
+
+
+def _selection_name(recipe: FinetuneRecipe, metrics: dict) -> tuple[str, str, float]:
+    """(label, unit, scale to the unit) of the selection score for messages."""
+    if recipe.select_on == "forces" and "forces_mae_meV_per_A" in metrics:
+        return "force MAE", "meV/Å", 1000.0
+    if recipe.select_on in ("forces", "energy") and "energy_mae_meV_per_atom" in metrics:
+        return "energy MAE", "meV/atom", 1000.0
+    return "weighted loss", "", 1.0
+
+
+def verdict(base_val: dict | None, tuned_val: dict | None, recipe: FinetuneRecipe) -> dict:
+    """Did fine-tuning beat the base model (with the refitted E0) on the validation structures? A dict with
+    ``improved`` (True/False/None where there is no validation set), the base and fine-tuned validation errors, the
+    ratio of the selection score and a plain-words ``message``."""
+    if not base_val or not tuned_val:
+        return {
+            "improved": None,
+            "message": "no validation structures: nothing tells whether fine-tuning beat the base model "
+            "(use val_fraction > 0 or a 'val' split)",
+        }
+    label, unit, scale = _selection_name(recipe, tuned_val)
+    before, after = selection_score(base_val, recipe), selection_score(tuned_val, recipe)
+    ratio = after / before if before > 0 else float("nan")
+    improved = bool(after < before)
+    n = tuned_val.get("n_structures", 0)
+    out = {
+        "improved": improved,
+        "selected_on": label,
+        "base_val": base_val,
+        "finetuned_val": tuned_val,
+        "ratio": ratio,
+    }
+    numbers = f"validation {label} {scale * before:.4g} -> {scale * after:.4g} {unit}".rstrip()
+    if improved:
+        out["message"] = f"fine-tuning beat the base model: {numbers} ({ratio:.2f}x the base model, {n} structures)"
+    else:
+        out["message"] = (
+            f"fine-tuning did NOT beat the base model: {numbers} ({n} structures); the exported adapter is the base "
+            "model with the refitted E0 and no learned change. More or more varied data, another method or "
+            "learning rate may help"
+        )
+    if n < 8:
+        out["message"] += f"; only {n} validation structures: this verdict is noisy"
+    return out
 
 
 def _committee_arrays(member_preds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -246,12 +306,23 @@ def prepare_data(recipe: FinetuneRecipe, base) -> dict:
         if prop is not None:
             g[D.PROPERTY] = torch.tensor([float(row[D.PROPERTY])], dtype=torch.float64)
         graphs.append(_with_weight(g, 1.0))
-    split = D.split_indices(records, recipe.val_fraction, recipe.seed, use_data_split=recipe.split == "data")
+    split = D.split_indices(
+        records, _val_fraction(recipe, len(records)), recipe.seed, use_data_split=recipe.split == "data"
+    )
     if len(split["train"]) < 1:
         raise D.DatasetError(f"{recipe.data}: no training structures left after the validation split")
     summary = D.summarize(records, recipe.data)
     summary.update({f"n_{k}": len(v) for k, v in split.items()})
     return {"graphs": graphs, "split": split, "domain": domain, "domain_index": d, "summary": summary}
+
+
+def _val_fraction(recipe: FinetuneRecipe, n: int) -> float:
+    """The validation share of a random split: ``val_fraction``, raised to keep ``min_val`` structures (at most a
+    quarter of the data)."""
+    if recipe.val_fraction <= 0 or recipe.min_val <= 0 or n <= 0:
+        return recipe.val_fraction
+    n_val = max(int(round(recipe.val_fraction * n)), min(recipe.min_val, n // 4))
+    return n_val / n
 
 
 def finetune(recipe: FinetuneRecipe, resume: bool = True) -> dict:
@@ -364,10 +435,13 @@ def train_member(
         torch.manual_seed(seed)
         model = A.prepare_model(adapted_base, recipe.method, d, recipe.lora)
     counts = A.count_parameters(model)
+    settings = LoopSettings.from_recipe(recipe)
+    if recipe.patience is None:  # no early stopping: the whole schedule runs
+        settings = dataclasses.replace(settings, patience=recipe.epochs + 1)
     loop = TrainLoop(
         model,
         out,
-        LoopSettings.from_recipe(recipe),
+        settings,
         seed=seed,
         steps_per_epoch=math.ceil(len(train) / recipe.batch_size),
         data_sha256=graphs_sha256(train, val),
@@ -396,7 +470,8 @@ def train_member(
             return None
         vm = errors(predict_graphs(model, val))
         row = {f"val_{k}": v for k, v in vm.items() if k != "n_structures"}
-        row["val_loss"] = val_loss(vm, recipe.loss)
+        row["val_weighted_loss"] = val_loss(vm, recipe.loss)
+        row["val_loss"] = selection_score(vm, recipe)  # what the loop selects the best epoch on
         return row
 
     def train_logs(sums: dict[str, list[float]]) -> dict:
@@ -414,8 +489,16 @@ def train_member(
             f"F {row.get('val_forces_mae_meV_per_A', float('nan')):.1f} meV/Å"
         )
 
+    # the starting point (LoRA's B = 0, heads/full untouched): the base model with the refitted E0
+    start_state = snapshot(model)
+    base_val = errors(predict_graphs(model, val)) if val else None
     progress = loop.fit(batches, loss, evaluate, resume=resume, train_logs=train_logs, describe=describe)
     metrics_path = loop.metrics_path
+    tuned_val = errors(predict_graphs(model, val)) if val else None
+    judged = verdict(base_val, tuned_val, recipe)
+    if judged["improved"] is False:  # never export something worse than the base model
+        restore_trainable(model, start_state)
+        model.eval()
     preds = {"train": predict_graphs(model, [graphs[i] for i in data["split"]["train"]])}
     if val:
         preds["val"] = predict_graphs(model, val)
@@ -429,6 +512,8 @@ def train_member(
         "steps": progress["step"],
         "best_epoch": progress["best_epoch"],
         "stop_reason": progress["stopped"],
+        "exported": "finetuned" if judged["improved"] is not False else "base (fine-tuning did not beat it)",
+        "verdict": judged,
         "train_seconds": time.perf_counter() - loop.t0,
         **{split: errors(p) for split, p in preds.items()},
     }
@@ -446,9 +531,11 @@ def train_member(
             f"{s} E {m.get('energy_mae_meV_per_atom', float('nan')):.2f} meV/atom F "
             f"{m.get('forces_mae_meV_per_A', float('nan')):.1f} meV/Å"
             for s, m in metrics.items()
-            if isinstance(m, dict) and "n_structures" in m
+            if isinstance(m, dict) and "n_structures" in m and s in ("train", "val", "test")
         )
     )
+    style = {True: "green", False: "bold red", None: "yellow"}[judged["improved"]]
+    console.print(f"[{style}]verdict[/]: {judged['message']}")
     return metrics
 
 
@@ -466,6 +553,17 @@ def finish_committee(recipe, base, data, out: Path, common: dict, members: list[
     models = A.attach_adapters(base, out)
     graphs = data["graphs"]
     metrics: dict = {"method": recipe.method, "committee": len(members), "members": members}
+    judged = [m.get("verdict", {}).get("improved") for m in members]
+    if any(j is None for j in judged):
+        metrics["verdict"] = {"improved": None, "message": members[0]["verdict"]["message"]}
+    else:
+        k = sum(judged)
+        metrics["verdict"] = {
+            "improved": k == len(members),
+            "members_improved": k,
+            "message": f"{k} of {len(members)} committee members beat the base model on validation"
+            + ("" if k == len(members) else "; the others were exported as the base model (no learned change)"),
+        }
     preds_for_plot = {}
     for split in ("val", "test"):
         subset = [graphs[i] for i in data["split"][split]]
@@ -491,6 +589,7 @@ def finish_committee(recipe, base, data, out: Path, common: dict, members: list[
 
         parity_plot(preds_for_plot, out / "parity.png", title=f"{recipe.method} committee of {len(members)}")
     cal = metrics.get("val_calibration", {})
+    console.print(f"verdict: {metrics['verdict']['message']}")
     console.print(
         f"[green]committee[/] {out}: val Spearman(std, error) energy {cal.get('energy_spearman')}, "
         f"forces {cal.get('forces_spearman')}"
