@@ -74,3 +74,15 @@ def test_min_val_and_no_early_stopping(recipe, tmp_path):
     assert metrics["epochs"] == 3 and metrics["stop_reason"] == "epochs"
     assert metrics["val"]["n_structures"] == 6
     assert torch.get_num_threads() >= 1
+
+
+def test_divergence_stops_with_a_clear_error(recipe):
+    """An absurd learning rate makes the loss NaN after the first step: the run stops and says why, instead of
+    crashing inside the optimiser or training on NaN."""
+    import pytest
+
+    from triscale.finetune.loop import TrainingDiverged
+
+    rec = recipe(epochs=2, max_steps=4, lr=5.0, schedule="constant")
+    with pytest.raises(TrainingDiverged, match="Lower lr"):
+        finetune(rec)

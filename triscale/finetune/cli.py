@@ -36,7 +36,7 @@ def run_finetune(config=None, fresh: bool = False, quiet: bool = False, **flags)
     from pydantic import ValidationError
 
     from triscale.finetune.data import DatasetError
-    from triscale.finetune.loop import ResumeError
+    from triscale.finetune.loop import ResumeError, TrainingDiverged
 
     try:
         recipe = build_recipe(config, **flags)
@@ -49,7 +49,7 @@ def run_finetune(config=None, fresh: bool = False, quiet: bool = False, **flags)
 
     try:
         metrics = finetune(recipe, resume=not fresh)
-    except (DatasetError, FileNotFoundError, ResumeError) as err:
+    except (DatasetError, FileNotFoundError, ResumeError, TrainingDiverged) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     summary = {k: v for k, v in metrics.items() if k != "members"}

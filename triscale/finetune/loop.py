@@ -43,6 +43,10 @@ PROGRESS_KEYS = ("epoch", "step", "best_val_loss", "best_epoch", "bad_epochs", "
 STOP_REASONS = ("epochs", "max_steps", "early_stopping")
 
 
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the run stops with a message instead of training on garbage."""
+
+
 class ResumeError(ValueError):
     """A run's saved state cannot be resumed (other data, other trainable tensors, unreadable files)."""
 
@@ -402,6 +406,12 @@ class TrainLoop:
         sums: dict[str, list[float]] = {}
         for batch in batches(self.generator):
             value, logs = loss(batch)
+            if not torch.isfinite(value.detach()).all():
+                raise TrainingDiverged(
+                    f"The training loss became {float(value.detach())} at step {progress['step'] + 1}: training "
+                    f"diverged (learning rate {self.optimizer.param_groups[0]['lr']:.3g}). Lower lr (e.g. 10x), or "
+                    "check the data for unphysical labels."
+                )
             self.optimizer.zero_grad(set_to_none=True)
             value.backward()
             torch.nn.utils.clip_grad_norm_(self.params, settings.grad_clip)

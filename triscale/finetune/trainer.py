@@ -48,15 +48,17 @@ def weighted_loss(out: dict, batch: dict, weights) -> tuple[torch.Tensor, dict[s
     aw = gw[batch[K.BATCH]]
     total = torch.zeros((), dtype=torch.float64)
     logs: dict[str, float] = {}
+    # A missing label is NaN in the batch and is masked out; a non-finite *prediction* is not masked: it makes the
+    # loss NaN, which the training loop reports as divergence.
     e = (out[K.ENERGY] - batch[K.REF_ENERGY]) / batch[K.NUM_ATOMS].to(torch.float64)
-    terms = [("energy", e, gw, weights.energy)]
+    terms = [("energy", e, torch.isfinite(batch[K.REF_ENERGY]), gw, weights.energy)]
     f = out[K.FORCES].to(torch.float64) - batch[K.REF_FORCES]
-    terms.append(("forces", f, aw.unsqueeze(-1).expand_as(f), weights.forces))
+    terms.append(("forces", f, torch.isfinite(batch[K.REF_FORCES]), aw.unsqueeze(-1).expand_as(f), weights.forces))
     if K.STRESS in out:
-        s = out[K.STRESS].to(torch.float64) - voigt_to_3x3(batch[K.REF_STRESS])
-        terms.append(("stress", s, gw.view(-1, 1, 1).expand_as(s), weights.stress))
-    for name, diff, w, factor in terms:
-        mask = torch.isfinite(diff)
+        ref_s = voigt_to_3x3(batch[K.REF_STRESS])
+        s = out[K.STRESS].to(torch.float64) - ref_s
+        terms.append(("stress", s, torch.isfinite(ref_s), gw.view(-1, 1, 1).expand_as(s), weights.stress))
+    for name, diff, mask, w, factor in terms:
         if not bool(mask.any()):
             continue
         d = torch.where(mask, diff, torch.zeros_like(diff))
