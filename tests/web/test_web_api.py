@@ -149,3 +149,22 @@ def test_bad_ask_bodies(web, bad):
     with httpx.Client(base_url=web.url, timeout=60) as c:
         r = c.post("/api/ask", json=bad)
         assert r.status_code == 400 and "question" in r.json()["error"]
+
+
+def test_spectrum_and_orbital_level_plots(web, script):
+    """The vibrational spectrum and the orbital level diagram appear inline, drawn from the tools' own results."""
+    script.turns = [
+        {"tool": "build_molecule", "args": {"name": "water"}},
+        {"tool": "vibrational_analysis", "args": {"structure_id": "st1", "calculator": "gfn2-xtb"}},
+        {"tool": "orbital_energies", "args": {"structure_id": "st1", "calculator": "gfn2-xtb"}},
+        "Done.",
+    ]
+    with httpx.Client(base_url=web.url, timeout=60) as c:
+        ask_id = c.post("/api/ask", json={"question": "IR spectrum and orbitals of water"}).json()["ask_id"]
+        ends = {e["name"]: e for e in _events(c, ask_id, timeout=300) if e["type"] == "tool_end"}
+        vib, orb = ends["vibrational_analysis"], ends["orbital_energies"]
+        assert vib["ok"] and orb["ok"]
+        spectrum = c.get(vib["plot"])
+        assert spectrum.status_code == 200 and b"<svg" in spectrum.content and b"ZPE" in spectrum.content
+        levels = c.get(orb["plot"])
+        assert levels.status_code == 200 and b"<svg" in levels.content and b"gap" in levels.content

@@ -17,7 +17,9 @@ Routes (all JSON unless said)::
     GET  /api/structures/{id}       XYZ text, cell and pbc for the viewer
     GET  /api/structures/{id}/download?format=extxyz|xyz|cif|poscar
     GET  /api/trajectory?path=...   frames of a trajectory file in the workspace (multi-frame XYZ, at most 200)
-    GET  /api/plot/{call_id}.svg    E(V) with its fit (equation_of_state), energy/temperature (molecular_dynamics)
+    GET  /api/plot/{call_id}.svg    E(V) with its fit (equation_of_state), energy/temperature (molecular_dynamics),
+                                    IR/vibrational spectrum (vibrational_analysis), orbital levels (orbital_energies,
+                                    electronic_structure)
     POST /api/upload {"filename", "content"}   a structure file, imported with the import_structure tool
     GET  /api/runs                  past agent runs; GET /api/runs/{id}: its provenance entries
     GET  /api/runs/{id}/workflow.yaml   the run exported as a replayable workflow; /answer.json: its answer
@@ -64,7 +66,13 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _CALL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 _FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 _DOWNLOAD_FORMATS = {"extxyz": "extxyz", "xyz": "xyz", "cif": "cif", "poscar": "vasp"}
-PLOTTED = ("equation_of_state", "molecular_dynamics")
+PLOTTED = (
+    "equation_of_state",
+    "molecular_dynamics",
+    "vibrational_analysis",
+    "orbital_energies",
+    "electronic_structure",
+)
 
 AgentFactory = Callable[[Workspace], Any]
 
@@ -564,7 +572,7 @@ def make_web_app(
         )
 
     def draw(ws: Workspace, call_id: str) -> bytes:
-        from triscale.web.plots import eos_svg, md_svg, md_traces
+        from triscale.web.plots import eos_svg, levels_svg, md_svg, md_traces, spectrum_svg
 
         entry = _find_call(ws, call_id)
         if entry is None or entry.get("tool") not in PLOTTED:
@@ -572,6 +580,10 @@ def make_web_app(
         result = entry["result"]
         if entry["tool"] == "equation_of_state":
             return eos_svg(result)
+        if entry["tool"] == "vibrational_analysis":
+            return spectrum_svg(result)
+        if entry["tool"] in ("orbital_energies", "electronic_structure"):
+            return levels_svg(result)
         import ase.io
 
         args = entry.get("args") or {}

@@ -93,3 +93,58 @@ def md_svg(traces: dict[str, list[float]], title: str = "") -> bytes:
     a2.set_ylabel("T (K)")
     a2.set_xlabel("time (ps)")
     return _svg(fig)
+
+
+def spectrum_svg(result: dict[str, Any]) -> bytes:
+    """The vibrational spectrum of a ``vibrational_analysis`` result: IR sticks (intensity) when the result has
+    them, else one stick per mode, with a Lorentzian-broadened envelope (FWHM 20 cm-1); imaginary modes are drawn
+    at negative wavenumbers in red."""
+    freqs = np.asarray(result.get("vibrational_frequencies_cm1") or [], dtype=float)
+    if freqs.size == 0:
+        raise ValueError("the result holds no vibrational frequencies to plot")
+    ir = result.get("ir_intensities_D2_per_A2_amu")
+    heights = np.asarray(ir, dtype=float) if ir is not None and len(ir) == freqs.size else np.ones_like(freqs)
+    fig, (ax,) = _figure()
+    real = freqs >= 0
+    ax.vlines(freqs[real], 0, heights[real], color="#1f5fa8", lw=1.5)
+    if (~real).any():
+        ax.vlines(freqs[~real], 0, heights[~real], color="#c0392b", lw=1.5, label="imaginary")
+    grid = np.linspace(min(0.0, freqs.min()) - 100, freqs.max() + 200, 2000)
+    gamma = 10.0  # half width at half maximum, cm-1
+    envelope = (heights[:, None] * gamma**2 / ((grid[None, :] - freqs[:, None]) ** 2 + gamma**2)).sum(0)
+    ax.plot(grid, envelope, "-", color="#d0612b", lw=1, label="broadened (FWHM 20 cm⁻¹)")
+    ax.set_xlabel("wavenumber (cm⁻¹)")
+    ax.set_ylabel("IR intensity (D²/Å²/amu)" if ir is not None else "modes")
+    title = f"{result.get('formula', '')} · {result.get('method', '')}"
+    zpe = result.get("zero_point_energy_eV")
+    if zpe is not None:
+        title += f"\nZPE = {zpe:.4f} eV, {freqs.size} modes"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, frameon=False)
+    return _svg(fig)
+
+
+def levels_svg(result: dict[str, Any]) -> bytes:
+    """The orbital level diagram of an ``orbital_energies`` / ``electronic_structure`` result: the window of
+    levels around the gap, occupied in blue, virtual in grey, HOMO and LUMO marked with the gap between them."""
+    levels = np.asarray(result.get("orbital_energies_eV") or [], dtype=float)
+    occ = np.asarray(result.get("occupations") or [], dtype=float)
+    if levels.size == 0 or occ.size != levels.size:
+        raise ValueError("the result holds no orbital energies to plot")
+    fig, (ax,) = _figure(height=3.6)
+    occupied = occ > 1e-6
+    for e, o in zip(levels, occupied):
+        ax.hlines(e, 0.2, 0.8, color="#1f5fa8" if o else "0.55", lw=2)
+    homo, lumo = result.get("homo_eV"), result.get("lumo_eV")
+    if homo is not None:
+        ax.annotate("HOMO", (0.82, homo), fontsize=8, va="center")
+    if lumo is not None:
+        ax.annotate("LUMO", (0.82, lumo), fontsize=8, va="center")
+    if homo is not None and lumo is not None:
+        ax.annotate("", xy=(0.5, lumo), xytext=(0.5, homo), arrowprops={"arrowstyle": "<->", "color": "#d0612b"})
+        ax.text(0.52, (homo + lumo) / 2, f"gap {lumo - homo:.2f} eV", fontsize=8, color="#d0612b", va="center")
+    ax.set_xlim(0, 1.2)
+    ax.set_xticks([])
+    ax.set_ylabel("orbital energy (eV)")
+    ax.set_title(f"{result.get('formula', '')} · {result.get('method', '')}", fontsize=9)
+    return _svg(fig)

@@ -274,7 +274,7 @@ async function openRun(runId) {
         el("div", { class: "args", text: `args ${short(e.args, 400)}` }),
         el("div", { class: "out", text: short(e.result || e.content || "", 600) }));
       if (e.weights_sha256) box.append(el("div", { class: "dim", text: `weights ${short(e.weights_sha256, 200)}` }));
-      if (e.status === "ok" && ["equation_of_state", "molecular_dynamics"].includes(e.name) && e.call_id) box.append(el("img", { class: "plot", src: `/api/plot/${e.call_id}.svg`, alt: `${e.name} plot` }));
+      if (e.status === "ok" && ["equation_of_state", "molecular_dynamics", "vibrational_analysis", "orbital_energies", "electronic_structure"].includes(e.name) && e.call_id) box.append(el("img", { class: "plot", src: `/api/plot/${e.call_id}.svg`, alt: `${e.name} plot` }));
       d.append(box);
     } else if (e.kind === "final_answer") {
       const box = el("div", { class: "msg answer" }, el("div", { text: e.answer.answer }));
