@@ -25,7 +25,7 @@ from pydantic import Field
 from triscale.common import atomic_write_json
 from triscale.tools.base import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.errors import ToolError, ToolInputError
-from triscale.tools.worker import CancelToken
+from triscale.tools.worker import CancelToken, process_alive, process_start
 
 __all__ = ["JobManager", "job_manager"]
 
@@ -36,42 +36,13 @@ _FINAL = ("done", "failed", "cancelled")
 _OWNER_GONE = "The process running it ended before the job finished (killed or exited); submit it again."
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks) of a process from /proc, or None where /proc cannot tell."""
-    try:
-        text = open(f"/proc/{int(pid)}/stat").read()  # noqa: SIM115 - tiny read
-    except OSError:
-        return None
-    fields = text[text.rfind(")") + 2 :].split()
-    try:
-        return fields[0], int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
 def _owner() -> dict[str, Any]:
-    stat = _proc_stat(os.getpid())
-    return {"pid": os.getpid(), "start": None if stat is None else stat[1]}
+    return {"pid": os.getpid(), "start": process_start(os.getpid())}
 
 
 def _owner_alive(owner: dict[str, Any]) -> bool:
     """Whether the process that owns a job record still runs (a reused pid with another start time does not)."""
-    pid, start = owner.get("pid"), owner.get("start")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    if pid == os.getpid():
-        return start is None or start == _owner()["start"]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True  # no /proc: the pid exists, which is all we can know
-    state, started = stat
-    return state not in ("Z", "X") and (start is None or started == start)
+    return process_alive(owner.get("pid"), owner.get("start"))
 
 
 def job_manager(workspace) -> JobManager:

@@ -26,7 +26,7 @@ from typing import Any
 
 from triscale.tools.errors import CalculationError, ToolError, ToolInputError, ToolTimeoutError
 
-__all__ = ["run_in_worker", "CancelToken", "max_workers"]
+__all__ = ["CancelToken", "max_workers", "process_alive", "process_start", "run_in_worker"]
 
 _PRELOAD = [
     "numpy",
@@ -146,10 +146,10 @@ class CancelToken:
         return self._event.is_set()
 
 
-def _pid_start(pid: int) -> int | None:
+def process_start(pid: int) -> int | None:
     """Start time (clock ticks since boot) of a live, non-zombie process; None if it is gone (or no /proc)."""
     try:
-        text = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - tiny read
+        text = open(f"/proc/{int(pid)}/stat").read()  # noqa: SIM115 - tiny read
     except OSError:
         return None
     fields = text[text.rfind(")") + 2 :].split()
@@ -161,9 +161,14 @@ def _pid_start(pid: int) -> int | None:
         return None
 
 
-def _caller_alive(pid: int, start: int | None) -> bool:
-    if start is not None and os.path.isdir("/proc"):
-        return _pid_start(pid) == start
+def process_alive(pid: Any, start: int | None = None) -> bool:
+    """Whether process ``pid`` runs and, when ``start`` is given, is the same process (a reused pid has another
+    start time). Without /proc, whether the pid exists."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    if os.path.isdir("/proc"):
+        started = process_start(pid)
+        return started is not None and (start is None or started == start)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -185,13 +190,13 @@ def _die_with_parent(caller_pid: int, caller_start: int | None) -> None:
             libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         except (OSError, AttributeError):  # pragma: no cover - not glibc/musl
             pass
-    if os.getppid() != parent or not _caller_alive(caller_pid, caller_start):  # died before prctl took hold
+    if os.getppid() != parent or not process_alive(caller_pid, caller_start):  # died before prctl took hold
         os._exit(1)
 
     def watch() -> None:
         while True:
             time.sleep(0.5)
-            if os.getppid() != parent or not _caller_alive(caller_pid, caller_start):
+            if os.getppid() != parent or not process_alive(caller_pid, caller_start):
                 os._exit(1)
 
     threading.Thread(target=watch, name="triscale-worker-watchdog", daemon=True).start()
@@ -268,7 +273,7 @@ def _run_in_slot(fn, args, kwargs, timeout_s, cancel, label, limit_s, t0) -> Any
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
     me = os.getpid()
-    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs, me, _pid_start(me)), daemon=True)
+    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs, me, process_start(me)), daemon=True)
     with _user_main_hidden():  # the forkserver itself starts on the first start()
         proc.start()
     with _ctx_lock:

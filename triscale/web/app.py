@@ -750,8 +750,7 @@ def serve_web(
     on_ready: Callable[[TriscaleServer], None] | None = None,
     **kwargs: Any,
 ) -> None:
-    """Serve the workbench until interrupted."""
-    server = web_server(workspace, host, port, token=token, **kwargs)
-    if on_ready is not None:
-        on_ready(server)
-    server.run()
+    """Serve the workbench until interrupted (``triscale serve``'s runner with the workbench's app)."""
+    from triscale.tools.http_server import serve
+
+    serve(workspace, host, port, token=token, on_ready=on_ready, make=make_web_app, **kwargs)
