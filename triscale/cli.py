@@ -114,9 +114,22 @@ def finetune(
     from triscale.finetune.cli import run_finetune
 
     run_finetune(
-        config=config, data=data, method=method, out=out, base=base, domain=domain, epochs=epochs,
-        committee=committee, rank=rank, lr=lr, max_steps=max_steps, replay=replay, property_key=property_key,
-        energy_unit=energy_unit, fresh=fresh, quiet=quiet,
+        config=config,
+        data=data,
+        method=method,
+        out=out,
+        base=base,
+        domain=domain,
+        epochs=epochs,
+        committee=committee,
+        rank=rank,
+        lr=lr,
+        max_steps=max_steps,
+        replay=replay,
+        property_key=property_key,
+        energy_unit=energy_unit,
+        fresh=fresh,
+        quiet=quiet,
     )
 
 
@@ -130,6 +143,52 @@ def run_workflow_cmd(
     from triscale.tools.workflows import print_run
 
     raise typer.Exit(print_run(workflow, workspace, as_json=json_out))
+
+
+@app.command()
+def plan(
+    config: Annotated[Path, typer.Argument(help="Campaign recipe YAML (see configs/plan/gap_screen.yaml).")],
+    out: Annotated[str | None, typer.Option(help="Override the recipe's out directory.")] = None,
+    budget: Annotated[int | None, typer.Option(help="Override the label budget (a larger one extends a run).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Active learning: score a candidate pool, label the best batch with a reference method, fine-tune, repeat
+    until the label budget is spent; resumes after a kill. Writes labels, rounds, report.md and progress.png."""
+    import json
+
+    import yaml
+    from pydantic import ValidationError
+
+    from triscale.tools.active_learning import Campaign, CampaignRecipe
+
+    try:
+        raw = yaml.safe_load(config.read_text())
+        recipe = CampaignRecipe.model_validate(raw if isinstance(raw, dict) else {})
+        updates = {"out": out, "budget": budget}
+        recipe = CampaignRecipe.model_validate(
+            {**recipe.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+        )
+    except OSError as e:
+        raise typer.BadParameter(f"cannot read {config}: {e.strerror}", param_hint="CONFIG") from None
+    except (yaml.YAMLError, ValidationError) as e:
+        raise typer.BadParameter(f"invalid campaign recipe {config}: {e}", param_hint="CONFIG") from None
+    try:
+        report = Campaign(recipe, log=lambda msg: typer.echo(msg, err=json_out)).run()
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if json_out:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    unit = report["unit"]
+    typer.echo(f"{report['labels_spent']}/{report['budget']} labels; best {report['objective']}:")
+    for b in report["best"][:5]:
+        typer.echo(f"  {b['name']}: {b['value']:.4f} {unit}")
+    if report["proposal"]:
+        typer.echo("proposal (unlabelled, calibrated sigma):")
+        for p in report["proposal"][:5]:
+            typer.echo(f"  {p['name']}: {p['predicted']:.4f} ± {p['sigma']:.4f} {unit}")
+    typer.echo(f"report: {Path(recipe.out) / 'report.md'}")
 
 
 @app.command()

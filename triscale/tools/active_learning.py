@@ -65,7 +65,7 @@ Acquisition = Literal["ucb", "ei", "max_variance", "greedy", "random"]
 
 class PoolSpec(BaseModel):
     """The candidates: exactly one of an inline SMILES list, a SMILES file (one per line, an optional name after
-    whitespace, ``#`` comments) or structure files ASE reads (every frame is a candidate)."""
+    whitespace, lines starting with ``#`` are comments) or structure files ASE reads (every frame is a candidate)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -133,8 +133,8 @@ def load_pool(spec: PoolSpec, base_dir: str | Path | None = None) -> tuple[list,
         if not path.is_file():
             raise FileNotFoundError(f"SMILES file {spec.smiles_file!r} not found under {root}")
         for line in path.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
+            line = line.strip()
+            if line and not line.startswith("#"):  # only whole-line comments: '#' is a SMILES triple bond
                 parts = line.split()
                 entries.append((parts[0], parts[1] if len(parts) > 1 else parts[0]))
     structures, names = [], []
