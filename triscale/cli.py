@@ -114,22 +114,9 @@ def finetune(
     from triscale.finetune.cli import run_finetune
 
     run_finetune(
-        config=config,
-        data=data,
-        method=method,
-        out=out,
-        base=base,
-        domain=domain,
-        epochs=epochs,
-        committee=committee,
-        rank=rank,
-        lr=lr,
-        max_steps=max_steps,
-        replay=replay,
-        property_key=property_key,
-        energy_unit=energy_unit,
-        fresh=fresh,
-        quiet=quiet,
+        config=config, data=data, method=method, out=out, base=base, domain=domain, epochs=epochs,
+        committee=committee, rank=rank, lr=lr, max_steps=max_steps, replay=replay, property_key=property_key,
+        energy_unit=energy_unit, fresh=fresh, quiet=quiet,
     )
 
 
@@ -189,6 +176,7 @@ def plan(
         for p in report["proposal"][:5]:
             typer.echo(f"  {p['name']}: {p['predicted']:.4f} ± {p['sigma']:.4f} {unit}")
     typer.echo(f"report: {Path(recipe.out) / 'report.md'}")
+
 
 
 @app.command()
