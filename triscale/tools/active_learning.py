@@ -50,6 +50,7 @@ __all__ = [
     "encode_pool",
     "load_pool",
     "reference_value",
+    "settings_conflict",
 ]
 
 #: objective -> (unit, what computes it)
@@ -374,6 +375,18 @@ class HeadCommittee:
 # ----------------------------------------------------------------------------------------------------- the engine
 
 
+def settings_conflict(out: str | Path, recipe: CampaignRecipe) -> list[str]:
+    """Settings of ``recipe`` that differ from the campaign already in ``out`` (empty: none there, or the same
+    campaign; the budget, pool source and directory may differ)."""
+    path = Path(out) / "state.json"
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text()).get("recipe", {})
+    new = json.loads(recipe.model_dump_json())
+    skip = ("budget", "pool", "out")
+    return sorted(k for k in new if k not in skip and old.get(k) != new.get(k))
+
+
 def _pool_sha(names: Sequence[str], structures: Sequence) -> str:
     h = hashlib.sha256()
     for name, a in zip(names, structures, strict=True):
@@ -467,10 +480,8 @@ class Campaign:
         state = json.loads(path.read_text())
         if state.get("pool_sha256") != self.sha:
             raise ValueError(f"{self.out} holds a campaign on another pool; use a new out directory")
-        old = {k: v for k, v in state["recipe"].items() if k not in ("budget", "pool", "out")}
-        new = {k: v for k, v in recipe.items() if k not in ("budget", "pool", "out")}
-        if old != new:
-            diff = sorted(k for k in new if old.get(k) != new.get(k))
+        diff = settings_conflict(self.out, self.recipe)
+        if diff:
             raise ValueError(f"{self.out} holds a campaign with other settings ({', '.join(diff)}); use a new out")
         state["recipe"] = recipe  # a larger budget extends a finished campaign
         return state
@@ -553,7 +564,10 @@ class Campaign:
                 if i in labelled:
                     continue
                 t = time.perf_counter()
-                value = float(self.labeller(i, self.structures[i]))
+                try:
+                    value = float(self.labeller(i, self.structures[i]))
+                except (ValueError, RuntimeError, ArithmeticError) as e:
+                    raise type(e)(f"labelling {self.names[i]!r} with {r.reference} failed: {e}") from e
                 if not math.isfinite(value):
                     raise ValueError(f"the reference gave {value} for {self.names[i]}")
                 rec = {"index": i, "name": self.names[i], "value": value, "round": round_}

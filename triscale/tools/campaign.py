@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from triscale.tools.active_learning import OBJECTIVES, Acquisition, CampaignRecipe, Objective
+from triscale.tools.active_learning import OBJECTIVES, Acquisition, CampaignRecipe, Objective, settings_conflict
 from triscale.tools.base import ToolContext, ToolInput, ToolResult, register
 from triscale.tools.errors import ToolError, ToolInputError
 
@@ -145,6 +145,12 @@ def run_campaign(ctx: ToolContext, a: CampaignInput) -> CampaignResult:
         steps=a.steps,
         seed=a.seed,
     )
+    conflict = settings_conflict(out, recipe)
+    if conflict:
+        raise ToolInputError(
+            f"Campaign {a.name!r} exists with other settings ({', '.join(conflict)}).",
+            hint="Use the same settings to resume or extend it (a larger budget), or give a new name.",
+        )
     try:
         rep = ctx.compute(_campaign_worker, recipe.model_dump(), structures, names, ctx.root, label="campaign")
     except ToolError:
