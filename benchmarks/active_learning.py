@@ -198,6 +198,21 @@ def summarise(results: list[dict], acqs: list[str]) -> str:
     return "\n".join(lines)
 
 
+def best_table(results: list[dict], acqs: list[str]) -> str:
+    """Best gap found (mean over seeds, eV) and the model's error on new labels before training."""
+    methods = ["random", "base_greedy"] + [a for a in acqs if a != "random"]
+    lines = ["| method | " + " | ".join(f"best @ {b}" for b in CHECKPOINTS) + " | MAE before training (eV) |"]
+    lines.append("|---|" + "---:|" * (len(CHECKPOINTS) + 1))
+    for m in methods:
+        cells = [f"{np.mean([r[m][str(b)]['best'] for r in results]):.3f}" for b in CHECKPOINTS]
+        maes = [e for r in results for _, e in r[m].get("mae_before", [])] if m != "base_greedy" else []
+        cells.append(f"{np.mean(maes):.3f}" if maes else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    pool_best = np.mean([r["pool_best_eV"] for r in results])
+    lines.append(f"| (pool best) | {pool_best:.3f} |" + " |" * len(CHECKPOINTS))
+    return "\n".join(lines)
+
+
 def plot(results: list[dict], acqs: list[str], path: Path) -> None:
     import matplotlib
 
@@ -236,8 +251,17 @@ def main() -> None:
     p.add_argument("--out", default=None, help="Write results.json (and the plot) here.")
     p.add_argument("--plot", default=None, help="PNG path for the recovery/best-found plot.")
     p.add_argument("--prospective", action="store_true", help="Also the GFN2-xTB live run (100 molecules, 20 labels).")
+    p.add_argument("--from-results", default=None, help="Only print the tables and draw the plot of a results.json.")
     a = p.parse_args()
     acqs = a.acq.split(",")
+    if a.from_results:
+        saved = json.loads(Path(a.from_results).read_text())
+        print(f"{len(saved['seeds'])} seeds; {saved['meta']}")
+        print(summarise(saved["seeds"], acqs))
+        print(best_table(saved["seeds"], acqs))
+        if a.plot:
+            plot(saved["seeds"], acqs, Path(a.plot))
+        return
     t0 = time.perf_counter()
     df = qm9_frame()
     print(f"QM9 part 1: {len(df)} molecules ({time.perf_counter() - t0:.1f} s)", flush=True)
