@@ -33,6 +33,7 @@ def _labels(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # ~8 s of CPU; 30 s wall on the shared 2 cores
 def test_campaign_gfn2_gap(tmp_path):
     from triscale.quantum.electronic import electronic_structure
     from triscale.tools.active_learning import Campaign
@@ -64,6 +65,7 @@ def test_campaign_gfn2_gap(tmp_path):
     assert len(calls) == 2 and not set(calls) & {r["index"] for r in labels}
 
 
+@pytest.mark.slow  # a subprocess (imports, encoding): ~8 s of CPU, 27 s wall on the shared 2 cores
 def test_kill_and_resume_computes_no_label_twice(tmp_path):
     """A campaign SIGKILLed in its second round, then one whose training fails, resume with every label
     computed exactly once (labels are looked up from a table so a call log can count them)."""
