@@ -48,7 +48,8 @@ def qm9_frame(n_rows: int | None = None):
 def to_atoms(row):
     from ase import Atoms
 
-    return Atoms(symbols=ast.literal_eval(row.Elements), positions=json.loads(row.XYZ_Ang))
+    # a few rows write "0." (valid Python, not JSON): parse as a Python literal
+    return Atoms(symbols=ast.literal_eval(row.Elements), positions=ast.literal_eval(row.XYZ_Ang))
 
 
 def recovery(picked: list[int], gaps: np.ndarray, top: set[int]) -> float:
@@ -243,6 +244,7 @@ def plot(results: list[dict], acqs: list[str], path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0, help="Start at this seed (to continue a run).")
     p.add_argument("--pool", type=int, default=2000)
     p.add_argument("--budget", type=int, default=200)
     p.add_argument("--batch", type=int, default=10)
@@ -284,7 +286,7 @@ def main() -> None:
         if a.prospective:
             pro = prospective(df, Path(tmp))
             print(json.dumps(pro, indent=1), flush=True)
-        for seed in range(a.seeds):
+        for seed in range(a.first_seed, a.seeds):
             results.append(run_seed(df, seed, a.pool, a.budget, a.batch, acqs, a.steps, Path(tmp)))
             save()
             print(summarise(results, acqs), flush=True)
