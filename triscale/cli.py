@@ -160,6 +160,53 @@ def run_workflow_cmd(
 
 
 @app.command()
+def plan(
+    config: Annotated[Path, typer.Argument(help="Campaign recipe YAML (see configs/plan/gap_screen.yaml).")],
+    out: Annotated[str | None, typer.Option(help="Override the recipe's out directory.")] = None,
+    budget: Annotated[int | None, typer.Option(help="Override the label budget (a larger one extends a run).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Active learning: score a candidate pool, label the best batch with a reference method, fine-tune, repeat
+    until the label budget is spent; resumes after a kill. Writes labels, rounds, report.md and progress.png."""
+    import json
+
+    import yaml
+    from pydantic import ValidationError
+
+    from triscale.tools.active_learning import Campaign, CampaignRecipe
+
+    try:
+        raw = yaml.safe_load(config.read_text())
+        recipe = CampaignRecipe.model_validate(raw if isinstance(raw, dict) else {})
+        updates = {"out": out, "budget": budget}
+        recipe = CampaignRecipe.model_validate(
+            {**recipe.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+        )
+    except OSError as e:
+        raise typer.BadParameter(f"cannot read {config}: {e.strerror}", param_hint="CONFIG") from None
+    except (yaml.YAMLError, ValidationError) as e:
+        raise typer.BadParameter(f"invalid campaign recipe {config}: {e}", param_hint="CONFIG") from None
+    try:
+        report = Campaign(recipe, log=lambda msg: typer.echo(msg, err=json_out)).run()
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if json_out:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    unit = report["unit"]
+    typer.echo(f"{report['labels_spent']}/{report['budget']} labels; best {report['objective']}:")
+    for b in report["best"][:5]:
+        typer.echo(f"  {b['name']}: {b['value']:.4f} {unit}")
+    if report["proposal"]:
+        typer.echo("proposal (unlabelled, calibrated sigma):")
+        for p in report["proposal"][:5]:
+            typer.echo(f"  {p['name']}: {p['predicted']:.4f} ± {p['sigma']:.4f} {unit}")
+    typer.echo(f"report: {Path(recipe.out) / 'report.md'}")
+
+
+
+@app.command()
 def mcp(
     workspace: Annotated[str, typer.Option(help="Workspace directory.")] = "workspace",
     http: Annotated[bool, typer.Option("--http", help="Streamable HTTP instead of stdio.")] = False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from triscale.tools import (  # noqa: F401 - imported to register their tools, in this order
     analysis,
     builders,
+    campaign,
     continuum,
     dynamics,
     energy,
@@ -57,6 +58,7 @@ TOOL_MODULES = (
     continuum,
     jobs,
     planner,
+    campaign,
     quantum,
     energy,
     optimization,
