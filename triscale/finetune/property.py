@@ -99,12 +99,12 @@ class PropertyModel(nn.Module):
         """The property of each ASE ``Atoms`` in ``structures`` (float64 array, the training data's unit)."""
         self.eval()
         return np.concatenate(
-            [self(batch).numpy() for batch in _batches(structures, self.config, self.domain_index, batch_size)]
+            [self(batch).numpy() for batch in structure_batches(structures, self.config, self.domain_index, batch_size)]
             or [np.zeros(0)]
         )
 
 
-def _batches(structures: Sequence, config, domain_index: int, batch_size: int):
+def structure_batches(structures: Sequence, config, domain_index: int, batch_size: int):
     """Collated graphs of ASE structures (checked against the model's elements), ``batch_size`` at a time."""
     from triscale.foundation.graph import atoms_to_graph, check_structure, collate
 
@@ -179,7 +179,8 @@ class PropertyCommittee:
         members' standard deviation."""
         for m in self.members:
             m.eval()
-        preds = [self.member_predictions(b) for b in _batches(structures, self.config, self.domain_index, batch_size)]
+        batches = structure_batches(structures, self.config, self.domain_index, batch_size)
+        preds = [self.member_predictions(b) for b in batches]
         k = np.concatenate(preds, axis=1) if preds else np.zeros((len(self), 0))
         return (k.mean(0), k.std(0)) if return_std else k.mean(0)
 

@@ -246,14 +246,14 @@ def encode_pool(structures: Sequence, base: str = "triscale-base", batch_size: i
     import torch
 
     from triscale.finetune import adapters as A
-    from triscale.finetune.property import PropertyModel, _batches
+    from triscale.finetune.property import PropertyModel, structure_batches
 
     model, _ = A.load_base(base)
     d = model.config.domain_index("molecule")
     probe = PropertyModel(model, d)
     chunks = []
     with torch.no_grad():
-        for batch in _batches(structures, model.config, d, batch_size):
+        for batch in structure_batches(structures, model.config, d, batch_size):
             chunks.append(probe.features(batch).float().numpy())
     counts = [len(a) for a in structures]
     return PoolFeatures(np.concatenate(chunks), np.concatenate([[0], np.cumsum(counts)]))
