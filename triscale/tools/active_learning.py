@@ -3,7 +3,8 @@
 A campaign has a candidate pool (SMILES, structure files or ``ase.Atoms``), an objective (a scalar a reference method
 computes: ``gap_eV``, ``energy_per_atom_eV``, ``dipole_e_A``), a reference method for the labels (GFN2/GFN1-xTB,
 HF/DFT through PySCF, CHGNet, EMT, or a Python callable), a label budget, a batch size and an acquisition function
-(:func:`triscale.tools.planner.acquisition_scores`: ``ucb``, ``ei``, ``max_variance``, ``greedy``; plus ``random``).
+(:func:`acquisition_scores`, shared with ``plan_experiments``: ``ucb``, ``ei``, ``max_variance``, ``greedy``;
+plus ``random``).
 
 The model is a committee of property heads on the frozen foundation encoder (``triscale-base``): each pool member is
 encoded once (its per-atom scalar features are cached), so a round costs the heads only. Each round:
@@ -41,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from triscale.common import atomic_write_json, atomic_write_text
 
 __all__ = [
+    "acquisition_scores",
     "ACQUISITIONS",
     "OBJECTIVES",
     "Campaign",
@@ -62,6 +64,32 @@ OBJECTIVES = {
 ACQUISITIONS = ("ucb", "ei", "max_variance", "greedy", "random")
 Objective = Literal["gap_eV", "energy_per_atom_eV", "dipole_e_A"]
 Acquisition = Literal["ucb", "ei", "max_variance", "greedy", "random"]
+
+
+def acquisition_scores(
+    mean: np.ndarray, std: np.ndarray, kind: str, goal: str = "minimize", kappa: float = 2.0, xi: float = 0.0
+) -> np.ndarray:
+    """Higher is better. ``mean``/``std`` are per candidate; ``goal`` is ``minimize`` or ``maximize``."""
+    mu = np.asarray(mean, dtype=float)
+    sd = np.maximum(np.asarray(std, dtype=float), 0.0)
+    if goal == "maximize":
+        mu = -mu  # maximising f is minimising -f; sigma is unchanged
+    if kind == "greedy":
+        return -mu
+    if kind == "ucb":
+        return -(mu - kappa * sd)
+    if kind == "max_variance":
+        return sd
+    if kind == "ei":
+        best = float(mu.min())
+        imp = best - mu - xi
+        out = np.where(imp > 0, imp, 0.0)
+        mask = sd > 1e-12
+        z = np.where(mask, imp / np.where(mask, sd, 1.0), 0.0)
+        cdf = 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+        pdf = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
+        return np.where(mask, imp * cdf + sd * pdf, out)
+    raise ValueError(f"Unknown acquisition {kind!r}.")
 
 
 class PoolSpec(BaseModel):
@@ -511,8 +539,6 @@ class Campaign:
         return float(np.sqrt(np.mean(np.square(z)))) if len(z) >= 3 else 1.0
 
     def _choose(self, committee: HeadCommittee, labelled: dict[int, float], n: int, round_: int) -> list[int]:
-        from triscale.tools.planner import acquisition_scores
-
         r = self.recipe
         free = np.array([i for i in range(len(self.structures)) if i not in labelled])
         rng = np.random.default_rng([r.seed, round_, 99])

@@ -10,7 +10,6 @@ from __future__ import annotations
 from triscale.tools import (  # noqa: F401 - imported to register their tools, in this order
     analysis,
     builders,
-    campaign,
     continuum,
     dynamics,
     energy,
@@ -58,7 +57,6 @@ TOOL_MODULES = (
     continuum,
     jobs,
     planner,
-    campaign,
     quantum,
     energy,
     optimization,
