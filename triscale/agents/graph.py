@@ -242,7 +242,9 @@ class ScienceAgent:
         structured = state.get("structured_response")
         if structured is not None and isinstance(structured, BaseModel):
             structured = structured.model_dump()
-        answer = assemble_answer(records, final_text, structured, question=question, notes=notes)
+        answer = assemble_answer(
+            records, final_text, structured, question=question, notes=notes, workspace=self.workspace
+        )
         wall = time.monotonic() - t0
         log.answer(answer.model_dump(mode="json"), wall, stop)
         self.guard.log = None
