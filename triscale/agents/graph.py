@@ -237,6 +237,11 @@ class ScienceAgent:
             notes.append(f"The language model failed: {error}")
         elif stop == "repeated_calls":
             notes.append("The model repeated identical tool calls; the run was stopped.")
+        elif stop == "repeated_failures":
+            final_text = ""  # the failure summary is a note: its error texts are not results to trace
+            notes.append(self.guard.failure_summary())
+        if self.guard.repairs:
+            notes.append("Arguments set to what the question states: " + "; ".join(self.guard.repairs) + ".")
         elif stop == "call_limit":
             notes.append("The run reached its model/tool call limit.")
         structured = state.get("structured_response")

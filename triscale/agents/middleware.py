@@ -84,9 +84,13 @@ class TriScaleMiddleware(AgentMiddleware):
         approve: Callable[[str, dict[str, Any]], bool] | None = None,
         expensive: Callable[[str, dict[str, Any]], bool] = is_expensive,
         select: Callable[[str, list[str]], list[str]] | None = None,
+        max_failures: int = 3,
+        verbatim: bool = True,
     ):
         super().__init__()
         self.select = select
+        self.max_failures = max_failures
+        self.verbatim = verbatim
         self.max_repeats = max_repeats
         self.approve = approve
         self.expensive = expensive
@@ -105,6 +109,9 @@ class TriScaleMiddleware(AgentMiddleware):
         self.turns = 0
         self.stop_reason = "answered"
         self.n_tool_calls = 0
+        self.failures: list[str] = []  # "tool: error" of each failed call, in order
+        self.failed_in_a_row = 0  # failed calls since the last successful one
+        self.repairs: list[str] = []  # arguments changed to what the question states
 
     def _emit(self, kind: str, **data: Any) -> None:
         if self.on_event is not None:
@@ -132,7 +139,52 @@ class TriScaleMiddleware(AgentMiddleware):
             return request
         return request.override(tools=[t for t, n in zip(request.tools, names, strict=True) if n is None or n in keep])
 
+    @staticmethod
+    def _question(request: ModelRequest) -> str:
+        from langchain_core.messages import HumanMessage
+
+        return next((message_text(m.content) for m in reversed(request.messages) if isinstance(m, HumanMessage)), "")
+
+    def failure_summary(self) -> str:
+        """A plain answer that says what failed (used when the run is stopped for failing calls)."""
+        shown = "; ".join(self.failures[-self.max_failures :])
+        return (
+            f"I could not compute the answer: {self.failed_in_a_row} tool calls in a row failed, so the run was "
+            f"stopped. The last errors were: {shown}"
+        )
+
+    def _repaired(self, ai: AIMessage, question: str) -> AIMessage:
+        """Tool calls whose arguments say what the question says (:mod:`triscale.agents.verbatim`)."""
+        from triscale.agents.verbatim import question_facts, repair_call
+
+        facts = question_facts(question)
+        calls, changed = [], False
+        for tc in ai.tool_calls:
+            args, notes = repair_call(tc["name"], dict(tc.get("args") or {}), facts)
+            if notes:
+                changed = True
+                self.repairs.extend(f"{tc['name']}: {n}" for n in notes)
+                if self.log is not None:
+                    self.log.write(
+                        "guard", reason="arguments set to what the question states", tool=tc["name"], changes=notes
+                    )
+            calls.append({**tc, "args": args})
+        if not changed:
+            return ai
+        return AIMessage(content=ai.content, tool_calls=calls, id=ai.id, usage_metadata=ai.usage_metadata)
+
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]):
+        if self.max_failures and self.failed_in_a_row >= self.max_failures:
+            # The model keeps making calls that fail (invented names, a mangled input): end the run here with
+            # a plain answer that says what failed, instead of letting it loop until the call limit.
+            self.stop_reason = "repeated_failures"
+            if self.log is not None:
+                self.log.write(
+                    "guard",
+                    reason=f"{self.failed_in_a_row} failed tool calls in a row; run ended",
+                    errors=self.failures[-self.max_failures :],
+                )
+            return ModelResponse(result=[AIMessage(content=self.failure_summary())], structured_response=None)
         self.turns += 1
         if self.select is not None:
             request = self._selected(request)
@@ -150,6 +202,15 @@ class TriScaleMiddleware(AgentMiddleware):
             msgs = response.result if isinstance(response, ModelResponse) else [response]
             ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
         dt = time.monotonic() - t0
+        if self.verbatim and ai is not None and ai.tool_calls:
+            fixed = self._repaired(ai, self._question(request))
+            if fixed is not ai:
+                ai = fixed
+                msgs = [fixed if isinstance(m, AIMessage) else m for m in msgs]
+                response = ModelResponse(
+                    result=msgs,
+                    structured_response=response.structured_response if isinstance(response, ModelResponse) else None,
+                )
         if ai is not None and ai.tool_calls:
             repeats = [
                 tc
@@ -289,6 +350,13 @@ class TriScaleMiddleware(AgentMiddleware):
             return msg
         ok = msg.status != "error"
         with self._cond:
+            if ok:
+                self.failed_in_a_row = 0
+            else:
+                self.failed_in_a_row += 1
+                self.failures.append(
+                    f"{name}({json.dumps(args, default=str)[:120]}): {message_text(msg.content)[:200]}"
+                )
             self.n_ok += ok
             self.computed = self.computed or (ok and not makes_structures_only(name))
             self.seen[key] = {"count": 1, "content": message_text(msg.content)[:2000], "ok": ok, "n_ok": self.n_ok}

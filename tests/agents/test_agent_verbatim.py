@@ -1,0 +1,102 @@
+"""What the user typed reaches the tools: SMILES, temperatures, methods and basis sets stated in the question;
+failing loops end with a plain answer; formulas and SMILES in the prose are traced like numbers."""
+
+import json
+
+
+def test_question_facts():
+    from triscale.agents.verbatim import question_facts
+
+    f = question_facts("Report the dipole moment using GFN2-xTB for the molecule with SMILES: [C-]#[O+].")
+    assert f.smiles == ["[C-]#[O+]"] and f.methods == ["gfn2-xtb"] and f.temperatures == []
+    f = question_facts("Gibbs energy at 800 K of the molecule with SMILES O=C=O (Hartree-Fock, sto-3g basis)?")
+    assert f.smiles == ["O=C=O"] and f.temperatures == [800.0] and f.methods == ["hf"] and f.bases == ["sto-3g"]
+    f = question_facts("Energy of the molecule with SMILES CCO, then of water")
+    assert f.smiles == ["CCO"]
+    f = question_facts("Reaction energy of N2 + 3 H2 -> 2 NH3 with EMT or GFN1-xTB?")
+    assert f.smiles == [] and f.methods == ["gfn1-xtb", "emt"] or set(f.methods) == {"gfn1-xtb", "emt"}
+    # 'HF' alone is hydrogen fluoride, not a method; 'scan' is an English word
+    assert question_facts("Energy of HF after an energy-volume scan").methods == []
+
+
+def test_repair_call():
+    from triscale.agents.verbatim import question_facts, repair_call
+
+    f = question_facts("Report the dipole moment using GFN2-xTB for the molecule with SMILES: [C-]#[O+].")
+    args, notes = repair_call("build_molecule", {"smiles": "C-]#[O+]"}, f)
+    assert args == {"smiles": "[C-]#[O+]"} and "as written in the question" in notes[0]
+    args, _ = repair_call("build_molecule", {"name": "carbon monoxide"}, f)
+    assert args == {"smiles": "[C-]#[O+]"}  # the question's SMILES, not the g2 geometry of a retyped name
+    args, notes = repair_call("single_point", {"structure_id": "st1", "calculator": "gfn1-xtb"}, f)
+    assert args["calculator"] == "gfn2-xtb" and notes
+    f = question_facts("Gibbs free energy of reaction for CO + H2O -> CO2 + H2 at 600 K using GFN2-xTB")
+    args, notes = repair_call("reaction_energy", {"reaction": "CO + H2O -> CO2 + H2"}, f)
+    assert args["temperature_K"] == 600 and args["free_energy"] is True and args["calculator"] == "gfn2-xtb"
+    f = question_facts("HOMO-LUMO gap of water with Hartree-Fock in the sto-3g basis")
+    args, _ = repair_call("orbital_energies", {"structure_id": "st1", "calculator": "hf"}, f)
+    assert args["calculator"] == {"method": "hf", "basis": "sto-3g"}
+    # nothing stated, nothing changed; two temperatures: ambiguous, left alone
+    f = question_facts("Build caffeine")
+    assert repair_call("build_molecule", {"name": "caffeine"}, f) == ({"name": "caffeine"}, [])
+    f = question_facts("Free energy of water at 300 K and at 400 K")
+    assert "temperature_K" not in repair_call("thermochemistry", {"structure_id": "st1"}, f)[0]
+
+
+def test_mangled_smiles_reaches_the_tool_as_typed(make_agent):
+    """The 1.5B model passed 'C-]#[O+]' for '[C-]#[O+]', got an error and repeated the call."""
+    agent = make_agent(
+        [
+            {"tool": "build_molecule", "args": {"smiles": "C-]#[O+]"}},
+            {"tool": "single_point", "args": {"structure_id": "${1.structure_id}", "calculator": "gfn2-xtb"}},
+            "",
+        ]
+    )
+    run = agent.ask("Report the dipole moment using GFN2-xTB for the molecule with SMILES: [C-]#[O+].")
+    props = {r.property: r.value for r in run.answer.results}
+    assert props["dipole_magnitude"] > 0.5 and len(props["dipole"]) == 3  # the vector: the question says dipole
+    calls = [json.loads(line) for line in open(run.provenance)]
+    built = next(c for c in calls if c["kind"] == "tool_call" and c["name"] == "build_molecule")
+    assert built["args"] == {"smiles": "[C-]#[O+]"} and built["status"] == "ok"
+    assert "as written in the question" in run.answer.answer
+
+
+def test_failing_loop_ends_with_a_plain_answer(make_agent):
+    """Invented model names, each call different: stopped after three failures in a row, saying what failed."""
+    turns = [{"tool": "build_bulk", "args": {"name": "Al", "cubic": True}}]
+    turns += [
+        {"tool": "predict_properties", "args": {"structure_id": "${1.structure_id}", "model": f"invented-{i}"}}
+        for i in range(10)
+    ]
+    agent = make_agent(turns + [""], max_model_calls=30)
+    run = agent.ask("Use the foundation model to predict the energy of fcc aluminium")
+    assert run.stop_reason == "repeated_failures"
+    assert run.n_tool_calls == 4  # the build and three failed predictions
+    assert "3 tool calls in a row failed" in run.answer.answer and "invented-2" in run.answer.answer
+
+
+def test_invented_strings_are_flagged(make_agent):
+    """Asked for a SMILES, the model wrote one for another molecule: it is flagged; the true one is a result."""
+    agent = make_agent(
+        [{"tool": "build_molecule", "args": {"name": "caffeine"}}, "Its SMILES is CC(=O)Oc1ccccc1C(=O)O."]
+    )
+    run = agent.ask("What is the SMILES of caffeine?")
+    smiles = [r.value for r in run.answer.results if r.property == "smiles"]
+    assert smiles == ["Cn1c(=O)c2c(ncn2C)n(C)c1=O"]
+    assert "come from no tool result" in run.answer.answer and "CC(=O)Oc1ccccc1C(=O)O" in run.answer.answer
+    agent = make_agent([{"tool": "build_molecule", "args": {"name": "caffeine"}}, "Caffeine is C8H10N4O2."])
+    run = agent.ask("Formula of caffeine?")
+    assert "come from no tool result" not in run.answer.answer
+    agent = make_agent([{"tool": "build_molecule", "args": {"name": "caffeine"}}, "Caffeine is C8H10N4O3."])
+    assert "C8H10N4O3" in agent.ask("Formula of caffeine?").answer.answer.split("Note:")[1]
+
+
+def test_asked_quantity_reaches_the_results():
+    from triscale.agents.answer import ToolRecord, results_from_records
+
+    rec = ToolRecord(
+        name="make_supercell",
+        result={"structure_id": "st2", "formula": "Al108", "n_atoms": 108, "volume_A3": 1793.6, "call_id": "c1"},
+    )
+    assert "volume" not in {r.property for r in results_from_records([rec], "Build a 3x3x3 supercell of Al")}
+    got = {r.property: r.value for r in results_from_records([rec], "What is the volume of a 3x3x3 Al supercell?")}
+    assert got["volume"] == 1793.6
