@@ -98,6 +98,9 @@ class ScienceAgent:
         Ask the model for a structured final answer through ``response_format`` (a ``ToolStrategy``).
         ``None``: on for backends that call tools natively (OpenAI-compatible, Ollama), off for local GGUF and
         scripted models. The answer's ``results`` always come from the tool results either way.
+    fan_out:
+        For a question over several entities ("which of A, B and C"), run the model's calls for one entity for
+        each entity it left out (:mod:`triscale.agents.entities`) and rank them in the answer.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class ScienceAgent:
         structured: bool | None = None,
         prompt_extra: str | None = None,
         select_tools: bool | None = None,
+        fan_out: bool = True,
     ):
         from langchain.agents import create_agent
         from langchain.agents.middleware import ModelCallLimitMiddleware, ToolCallLimitMiddleware, ToolErrorMiddleware
@@ -144,6 +148,7 @@ class ScienceAgent:
             select_tools = info.compact_tools
         from triscale.agents.select import select_tools as selector
 
+        self.fan_out = fan_out
         self.guard = TriScaleMiddleware(
             max_repeats=max_repeats, approve=approve, select=selector if select_tools else None
         )
@@ -244,12 +249,21 @@ class ScienceAgent:
             notes.append("Arguments set to what the question states: " + "; ".join(self.guard.repairs) + ".")
         elif stop == "call_limit":
             notes.append("The run reached its model/tool call limit.")
+        if stop not in ("error", "repeated_failures") and self.fan_out:
+            more, fan_notes = self._fan_out(question, records, log)
+            records += more
+            notes += fan_notes
         structured = state.get("structured_response")
         if structured is not None and isinstance(structured, BaseModel):
             structured = structured.model_dump()
         answer = assemble_answer(
             records, final_text, structured, question=question, notes=notes, workspace=self.workspace
         )
+        from triscale.agents.entities import comparison_line
+
+        line = comparison_line(question, answer.results, records)
+        if line:
+            answer = FinalAnswer(answer=answer.answer + "\n\n" + line, results=answer.results)
         wall = time.monotonic() - t0
         log.answer(answer.model_dump(mode="json"), wall, stop)
         self.guard.log = None
@@ -265,6 +279,44 @@ class ScienceAgent:
             wall_time_s=round(wall, 3),
             provenance=str(log.path),
         )
+
+    def _fan_out(self, question: str, records: list[ToolRecord], log: Any) -> tuple[list[ToolRecord], list[str]]:
+        """The calls the model made for one entity of a multi-entity question, run for the others
+        (:func:`triscale.agents.entities.fan_out`), logged like the model's own calls."""
+        from triscale.agents.entities import fan_out
+        from triscale.agents.tool_bindings import _call
+        from triscale.tools import ToolError
+
+        def call(name: str, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+            t0 = time.monotonic()
+            try:
+                result = _call(name, dict(args), self.workspace)
+            except ToolError as e:
+                log.tool_call(
+                    name=name,
+                    args=args,
+                    lc_id="fan-out",
+                    status="error",
+                    wall_time_s=time.monotonic() - t0,
+                    content=str(e),
+                    note="run for another entity of the question",
+                )
+                return None, str(e)
+            art = result.model_dump(mode="json")
+            log.tool_call(
+                name=name,
+                args=args,
+                lc_id="fan-out",
+                status="ok",
+                wall_time_s=time.monotonic() - t0,
+                result=art,
+                content=result.content(),
+                note="run for another entity of the question",
+            )
+            self.guard.n_tool_calls += 1
+            return art, None
+
+        return fan_out(question, records, call)
 
     def history(self, thread_id: str) -> list[Any]:
         """The stored messages of a session."""
