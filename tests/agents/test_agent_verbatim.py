@@ -143,3 +143,33 @@ def test_comparison_computes_every_entity(make_agent):
     )
     run = agent.ask("Which of water, ammonia and hydrogen sulfide has the largest dipole moment with GFN2-xTB?")
     assert len([r for r in run.answer.results if r.property == "dipole_magnitude"]) == 1
+
+
+def test_run_settings_are_one_typed_object(agent_ws):
+    import pytest
+
+    from triscale.agents import RunSettings, ScienceAgent, ScriptedChatModel
+
+    llm = ScriptedChatModel(messages=iter([]))
+    agent = ScienceAgent(llm, agent_ws, memory=False, settings=RunSettings(max_model_calls=5), max_failures=2)
+    assert agent.settings.max_model_calls == 5 and agent.settings.max_failures == 2 and agent.guard.max_failures == 2
+    with pytest.raises(TypeError, match="max_modle_calls"):
+        ScienceAgent(llm, agent_ws, memory=False, max_modle_calls=5)
+    with pytest.raises(TypeError, match="max_tool_calls"):
+        ScienceAgent(llm, agent_ws, memory=False, max_tool_calls=0)
+
+
+def test_runs_keep_their_state_apart(make_agent):
+    """Per-run state travels in the run's context: two runs of one agent do not see each other's calls."""
+    turns = [
+        {"tool": "build_molecule", "args": {"name": "water"}},
+        {"tool": "single_point", "args": {"structure_id": "${1.structure_id}", "calculator": "gfn2-xtb"}},
+        "",
+        {"tool": "build_molecule", "args": {"name": "water"}},
+        "",
+    ]
+    agent = make_agent(turns)
+    first = agent.ask("GFN2-xTB energy of water?")
+    second = agent.ask("Build water")
+    assert (first.n_tool_calls, second.n_tool_calls) == (2, 1) and second.stop_reason == "answered"
+    assert (first.n_model_calls, second.n_model_calls) == (3, 2)

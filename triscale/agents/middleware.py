@@ -7,7 +7,6 @@ Used with ``langchain.agents.create_agent`` together with LangChain's own ``Tool
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse, ToolCallRequest
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.errors import GraphBubbleUp
+
+from triscale.agents.context import RunState
 
 __all__ = [
     "TriScaleMiddleware",
@@ -73,8 +74,9 @@ class TriScaleMiddleware(AgentMiddleware):
     call from the earlier result (with a note) instead of running it again, ends the run when the model keeps
     repeating itself, and asks ``approve(name, args)`` before expensive calls when given.
 
-    One instance serves one run at a time; :class:`~triscale.agents.graph.ScienceAgent` sets :attr:`log` and
-    :attr:`on_event` before each run and state is reset in ``before_agent``.
+    Settings live on the instance; everything a run accumulates (its provenance log, event callback, repeated
+    and failed calls, counters) is the :class:`~triscale.agents.context.RunState` in the run's LangGraph context
+    (:meth:`state`), so one instance serves every run of an agent.
     """
 
     def __init__(
@@ -94,38 +96,20 @@ class TriScaleMiddleware(AgentMiddleware):
         self.max_repeats = max_repeats
         self.approve = approve
         self.expensive = expensive
-        self.log = None
-        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
-        self.reset()
+        self.default_state = RunState()  # used when a run passes no RunContext
 
-    def reset(self) -> None:
-        self.seen: dict[str, dict[str, Any]] = {}
-        self.n_ok = 0  # successful tool calls so far: a failed call may be retried once something succeeded
-        self.computed = False  # a tool other than a structure builder succeeded
-        self.narrowed = False  # the tool selection matched the question (only then is a computation required)
-        self._order: list[str] = []  # the tool-call ids of the latest model turn, in the model's order
-        self._done: set[str] = set()
-        self._cond = threading.Condition()
-        self.turns = 0
-        self.stop_reason = "answered"
-        self.n_tool_calls = 0
-        self.failures: list[str] = []  # "tool: error" of each failed call, in order
-        self.failed_in_a_row = 0  # failed calls since the last successful one
-        self.repairs: list[str] = []  # arguments changed to what the question states
-
-    def _emit(self, kind: str, **data: Any) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(kind, data)
-            except Exception:  # a display problem must not end the run
-                pass
+    def state(self, runtime: Any) -> RunState:
+        """The state of the run ``runtime`` belongs to (its ``RunContext``)."""
+        st = getattr(getattr(runtime, "context", None), "state", None)
+        return st if isinstance(st, RunState) else self.default_state
 
     # ------------------------------------------------------------------ hooks
     def before_agent(self, state, runtime) -> None:
-        self.reset()
+        if getattr(getattr(runtime, "context", None), "state", None) is None:
+            self.default_state = RunState()  # a run without a context starts from a clean default
         return None
 
-    def _selected(self, request: ModelRequest) -> ModelRequest:
+    def _selected(self, request: ModelRequest, st: RunState) -> ModelRequest:
         """Only the schemas of the tools the latest question calls for (``select``); all when none match."""
         from langchain_core.messages import HumanMessage
 
@@ -134,7 +118,7 @@ class TriScaleMiddleware(AgentMiddleware):
         )
         names = [getattr(t, "name", None) for t in request.tools]
         keep = set(self.select(question, [n for n in names if n])) if question else set()
-        self.narrowed = bool(keep)
+        st.narrowed = bool(keep)
         if not keep:
             return request
         return request.override(tools=[t for t, n in zip(request.tools, names, strict=True) if n is None or n in keep])
@@ -145,15 +129,7 @@ class TriScaleMiddleware(AgentMiddleware):
 
         return next((message_text(m.content) for m in reversed(request.messages) if isinstance(m, HumanMessage)), "")
 
-    def failure_summary(self) -> str:
-        """A plain answer that says what failed (used when the run is stopped for failing calls)."""
-        shown = "; ".join(self.failures[-self.max_failures :])
-        return (
-            f"I could not compute the answer: {self.failed_in_a_row} tool calls in a row failed, so the run was "
-            f"stopped. The last errors were: {shown}"
-        )
-
-    def _repaired(self, ai: AIMessage, question: str) -> AIMessage:
+    def _repaired(self, ai: AIMessage, question: str, st: RunState) -> AIMessage:
         """Tool calls whose arguments say what the question says (:mod:`triscale.agents.verbatim`)."""
         from triscale.agents.verbatim import question_facts, repair_call
 
@@ -163,9 +139,9 @@ class TriScaleMiddleware(AgentMiddleware):
             args, notes = repair_call(tc["name"], dict(tc.get("args") or {}), facts)
             if notes:
                 changed = True
-                self.repairs.extend(f"{tc['name']}: {n}" for n in notes)
-                if self.log is not None:
-                    self.log.write(
+                st.repairs.extend(f"{tc['name']}: {n}" for n in notes)
+                if st.log is not None:
+                    st.log.write(
                         "guard", reason="arguments set to what the question states", tool=tc["name"], changes=notes
                     )
             calls.append({**tc, "args": args})
@@ -174,36 +150,39 @@ class TriScaleMiddleware(AgentMiddleware):
         return AIMessage(content=ai.content, tool_calls=calls, id=ai.id, usage_metadata=ai.usage_metadata)
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]):
-        if self.max_failures and self.failed_in_a_row >= self.max_failures:
+        st = self.state(request.runtime)
+        if self.max_failures and st.failed_in_a_row >= self.max_failures:
             # The model keeps making calls that fail (invented names, a mangled input): end the run here with
             # a plain answer that says what failed, instead of letting it loop until the call limit.
-            self.stop_reason = "repeated_failures"
-            if self.log is not None:
-                self.log.write(
+            st.stop_reason = "repeated_failures"
+            if st.log is not None:
+                st.log.write(
                     "guard",
-                    reason=f"{self.failed_in_a_row} failed tool calls in a row; run ended",
-                    errors=self.failures[-self.max_failures :],
+                    reason=f"{st.failed_in_a_row} failed tool calls in a row; run ended",
+                    errors=st.failures[-self.max_failures :],
                 )
-            return ModelResponse(result=[AIMessage(content=self.failure_summary())], structured_response=None)
-        self.turns += 1
+            return ModelResponse(
+                result=[AIMessage(content=st.failure_summary(self.max_failures))], structured_response=None
+            )
+        st.turns += 1
         if self.select is not None:
-            request = self._selected(request)
+            request = self._selected(request, st)
         t0 = time.monotonic()
         response = handler(request)
         msgs = response.result if isinstance(response, ModelResponse) else [response]
         ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
         compute = [t for t in request.tools if getattr(t, "name", "") and not makes_structures_only(t.name)]
-        if self.narrowed and ai is not None and not ai.tool_calls and not self.computed and compute:
+        if st.narrowed and ai is not None and not ai.tool_calls and not st.computed and compute:
             # A small model that stops after building (or before any call) although the question asks for a
             # computation: ask once more with a call of a computing tool required (grammar-constrained locally).
-            if self.log is not None:
-                self.log.write("guard", reason="final answer before any computation; a tool call was required")
+            if st.log is not None:
+                st.log.write("guard", reason="final answer before any computation; a tool call was required")
             response = handler(request.override(tools=compute, tool_choice="any"))
             msgs = response.result if isinstance(response, ModelResponse) else [response]
             ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
         dt = time.monotonic() - t0
         if self.verbatim and ai is not None and ai.tool_calls:
-            fixed = self._repaired(ai, self._question(request))
+            fixed = self._repaired(ai, self._question(request), st)
             if fixed is not ai:
                 ai = fixed
                 msgs = [fixed if isinstance(m, AIMessage) else m for m in msgs]
@@ -215,25 +194,24 @@ class TriScaleMiddleware(AgentMiddleware):
             repeats = [
                 tc
                 for tc in ai.tool_calls
-                if self.seen.get(canonical_call(tc["name"], tc.get("args") or {}), {}).get("count", 0)
-                >= self.max_repeats
+                if st.seen.get(canonical_call(tc["name"], tc.get("args") or {}), {}).get("count", 0) >= self.max_repeats
             ]
             if len(repeats) == len(ai.tool_calls):
                 # The model is looping on calls it has already made (and been told about): stop it here; the
                 # answer is assembled from the results it already has.
-                self.stop_reason = "repeated_calls"
-                if self.log:
-                    self.log.write(
+                st.stop_reason = "repeated_calls"
+                if st.log:
+                    st.log.write(
                         "guard",
                         reason="repeated identical tool calls; run ended",
                         calls=[{"name": t["name"], "args": t["args"]} for t in repeats],
                     )
                 ai = AIMessage(content=message_text(ai.content), id=ai.id)
                 response = ModelResponse(result=[ai], structured_response=None)
-        if self.log is not None and ai is not None:
-            self.log.write(
+        if st.log is not None and ai is not None:
+            st.log.write(
                 "model_turn",
-                turn=self.turns,
+                turn=st.turns,
                 wall_time_s=round(dt, 4),
                 n_messages_in=len(request.messages),
                 tools_offered=[getattr(t, "name", "?") for t in request.tools],
@@ -245,47 +223,48 @@ class TriScaleMiddleware(AgentMiddleware):
                 else False,
             )
         if ai is not None:
-            with self._cond:
-                self._order = [tc.get("id") or "" for tc in ai.tool_calls]
-                self._done = set()
-            self._emit("model", content=message_text(ai.content), tool_calls=list(ai.tool_calls))
+            with st.cond:
+                st.order = [tc.get("id") or "" for tc in ai.tool_calls]
+                st.done = set()
+            st.emit("model", content=message_text(ai.content), tool_calls=list(ai.tool_calls))
         return response
 
-    def _wait_turn(self, lc_id: str) -> None:
+    def _wait_turn(self, lc_id: str, st: RunState) -> None:
         """Run the calls of one model turn in the model's order (the tool node starts them in parallel): a
         model often builds a structure and uses its id in the same turn."""
-        with self._cond:
-            if lc_id not in self._order:
+        with st.cond:
+            if lc_id not in st.order:
                 return
-            before = self._order[: self._order.index(lc_id)]
-            self._cond.wait_for(lambda: all(i in self._done for i in before))
+            before = st.order[: st.order.index(lc_id)]
+            st.cond.wait_for(lambda: all(i in st.done for i in before))
 
-    def _mark_done(self, lc_id: str) -> None:
-        with self._cond:
-            self._done.add(lc_id)
-            self._cond.notify_all()
+    def _mark_done(self, lc_id: str, st: RunState) -> None:
+        with st.cond:
+            st.done.add(lc_id)
+            st.cond.notify_all()
 
     def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]):
+        st = self.state(request.runtime)
         tc = request.tool_call
         lc_id = tc.get("id") or ""
-        self._wait_turn(lc_id)
+        self._wait_turn(lc_id, st)
         try:
-            return self._tool_call(request, handler)
+            return self._tool_call(request, handler, st)
         finally:
-            self._mark_done(lc_id)
+            self._mark_done(lc_id, st)
 
-    def _tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]):
+    def _tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any], st: RunState):
         tc = request.tool_call
         name, args, lc_id = tc["name"], dict(tc.get("args") or {}), tc.get("id") or ""
         key = canonical_call(name, args)
-        self._emit("tool_start", name=name, args=args)
+        st.emit("tool_start", name=name, args=args)
         t0 = time.monotonic()
 
         def done(msg: ToolMessage, note: str | None = None) -> ToolMessage:
             dt = time.monotonic() - t0
             ok = msg.status != "error" and isinstance(msg.artifact, dict)
-            if self.log is not None:
-                self.log.tool_call(
+            if st.log is not None:
+                st.log.tool_call(
                     name=name,
                     args=args,
                     lc_id=lc_id,
@@ -295,7 +274,7 @@ class TriScaleMiddleware(AgentMiddleware):
                     content=message_text(msg.content),
                     note=note,
                 )
-            self._emit(
+            st.emit(
                 "tool_end",
                 name=name,
                 args=args,
@@ -306,8 +285,8 @@ class TriScaleMiddleware(AgentMiddleware):
             )
             return msg
 
-        prev = self.seen.get(key)
-        if prev is not None and not prev["ok"] and self.n_ok > prev["n_ok"]:
+        prev = st.seen.get(key)
+        if prev is not None and not prev["ok"] and st.n_ok > prev["n_ok"]:
             prev = None  # it failed before something else succeeded (e.g. the structure it needs): try again
         if prev is not None:
             prev["count"] += 1
@@ -326,8 +305,8 @@ class TriScaleMiddleware(AgentMiddleware):
                 ok = bool(self.approve(name, args))
             except (EOFError, KeyboardInterrupt):
                 ok = False
-            if self.log is not None:
-                self.log.write("approval", name=name, args=args, approved=ok)
+            if st.log is not None:
+                st.log.write("approval", name=name, args=args, approved=ok)
             if not ok:
                 return done(
                     ToolMessage(
@@ -339,7 +318,7 @@ class TriScaleMiddleware(AgentMiddleware):
                     ),
                     note="not approved",
                 )
-        self.n_tool_calls += 1
+        st.n_tool_calls += 1
         try:
             msg = handler(request)
         except GraphBubbleUp:
@@ -349,15 +328,13 @@ class TriScaleMiddleware(AgentMiddleware):
         if not isinstance(msg, ToolMessage):  # a Command: pass through unlogged
             return msg
         ok = msg.status != "error"
-        with self._cond:
+        with st.cond:
             if ok:
-                self.failed_in_a_row = 0
+                st.failed_in_a_row = 0
             else:
-                self.failed_in_a_row += 1
-                self.failures.append(
-                    f"{name}({json.dumps(args, default=str)[:120]}): {message_text(msg.content)[:200]}"
-                )
-            self.n_ok += ok
-            self.computed = self.computed or (ok and not makes_structures_only(name))
-            self.seen[key] = {"count": 1, "content": message_text(msg.content)[:2000], "ok": ok, "n_ok": self.n_ok}
+                st.failed_in_a_row += 1
+                st.failures.append(f"{name}({json.dumps(args, default=str)[:120]}): {message_text(msg.content)[:200]}")
+            st.n_ok += ok
+            st.computed = st.computed or (ok and not makes_structures_only(name))
+            st.seen[key] = {"count": 1, "content": message_text(msg.content)[:2000], "ok": ok, "n_ok": st.n_ok}
         return done(msg)
