@@ -173,3 +173,36 @@ def test_runs_keep_their_state_apart(make_agent):
     second = agent.ask("Build water")
     assert (first.n_tool_calls, second.n_tool_calls) == (2, 1) and second.stop_reason == "answered"
     assert (first.n_model_calls, second.n_model_calls) == (3, 2)
+
+
+def test_model_routing_from_registry_descriptions(make_agent):
+    """route="model": one forced call picks tools from one-line registry descriptions; only those are offered."""
+    from triscale.agents.select import route_schema, tool_menu
+
+    menu = tool_menu(["single_point", "thermochemistry"])
+    assert menu.startswith("- single_point: ") and "\n- thermochemistry: " in menu
+    enum = route_schema(["single_point", "analyze_structure"])["function"]["parameters"]["properties"]["tools"]
+    assert enum["items"]["enum"] == ["single_point", "analyze_structure"]
+
+    offered = {}
+
+    def first_turn(msgs):
+        return {"tool": "choose_tools", "args": {"tools": ["thermochemistry"]}}
+
+    def compute(msgs):
+        return {"tool": "build_molecule", "args": {"name": "water"}}
+
+    agent = make_agent([first_turn, compute, ""], select_tools=True, route="model")
+    orig = agent.guard._selected
+
+    def spy(request, st):
+        out = orig(request, st)
+        offered.setdefault("tools", [t.name for t in out.tools])
+        return out
+
+    agent.guard._selected = spy
+    # "energy" would send the keyword rules to single_point; the model's pick is thermochemistry
+    run = agent.ask("How much free energy does water have at room temperature?")
+    assert sorted(offered["tools"]) == ["build_molecule", "thermochemistry"]
+    routed = [json.loads(line) for line in open(run.provenance) if '"route"' in line]
+    assert routed and routed[0]["tools"] == ["build_molecule", "thermochemistry"]

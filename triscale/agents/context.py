@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,11 @@ class RunSettings(BaseModel):
     prompt_extra: str | None = Field(None, description="Text appended to the system prompt.")
     select_tools: bool | None = Field(
         None, description="Show only the tools the question calls for (None: by backend)."
+    )
+    route: Literal["keywords", "model", "both"] = Field(
+        "keywords",
+        description="How the tools are selected: the registry's keywords, the model choosing from one-line "
+        "descriptions generated from the registry (one grammar-constrained call), or the union of both.",
     )
     verbatim: bool = Field(True, description="Set tool arguments to what the question states (SMILES, K, method).")
     fan_out: bool = Field(True, description="Compute every entity of 'which of A, B and C' questions.")
@@ -57,6 +62,7 @@ class RunState:
     failures: list[str] = field(default_factory=list)  # "tool(args): error" of each failed call
     failed_in_a_row: int = 0  # failed calls since the last successful one
     repairs: list[str] = field(default_factory=list)  # arguments changed to what the question states
+    routed: dict[str, list[str]] = field(default_factory=dict)  # question -> the tools the model chose
 
     def emit(self, kind: str, **data: Any) -> None:
         if self.on_event is not None:

@@ -156,6 +156,7 @@ class ScienceAgent:
             select=selector if select_tools else None,
             max_failures=settings.max_failures,
             verbatim=settings.verbatim,
+            route=settings.route,
         )
         middleware = [
             self.guard,

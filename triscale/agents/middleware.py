@@ -88,8 +88,10 @@ class TriScaleMiddleware(AgentMiddleware):
         select: Callable[[str, list[str]], list[str]] | None = None,
         max_failures: int = 3,
         verbatim: bool = True,
+        route: str = "keywords",
     ):
         super().__init__()
+        self.route = route
         self.select = select
         self.max_failures = max_failures
         self.verbatim = verbatim
@@ -117,7 +119,17 @@ class TriScaleMiddleware(AgentMiddleware):
             (message_text(m.content) for m in reversed(request.messages) if isinstance(m, HumanMessage)), ""
         )
         names = [getattr(t, "name", None) for t in request.tools]
-        keep = set(self.select(question, [n for n in names if n])) if question else set()
+        avail = [n for n in names if n]
+        keep = set(self.select(question, avail)) if question and self.route != "model" else set()
+        if question and self.route in ("model", "both"):
+            if question not in st.routed:
+                from triscale.agents.select import model_route
+
+                t0 = time.monotonic()
+                st.routed[question] = model_route(request.model, question, avail)
+                if st.log is not None:
+                    st.log.write("route", tools=st.routed[question], wall_time_s=round(time.monotonic() - t0, 3))
+            keep |= set(st.routed[question])
         st.narrowed = bool(keep)
         if not keep:
             return request
