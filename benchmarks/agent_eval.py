@@ -357,7 +357,11 @@ def judge_chemgraph(expected: dict[str, Any], actual: dict[str, Any]) -> tuple[b
 
 
 def run_chemgraph(
-    items: list[dict[str, Any]], llm_spec: str, workspace: str | None, max_minutes: float | None = None
+    items: list[dict[str, Any]],
+    llm_spec: str,
+    workspace: str | None,
+    max_minutes: float | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Each runnable ChemGraph query through :meth:`ScienceAgent.ask` (the ``triscale ask --json`` path), judged
     as ChemGraph judges."""
@@ -376,7 +380,7 @@ def run_chemgraph(
         llm = _oracle({"manual_workflow": {"tool_calls": chemgraph_workflow(it)}}) if llm_spec == "oracle" else llm_spec
         t0 = time.monotonic()
         try:
-            agent = ScienceAgent(llm, ws, memory=False)
+            agent = ScienceAgent(llm, ws, memory=False, **(settings or {}))
             run = agent.ask(it["query"])
             agent.close()
             payload = run.as_json()
@@ -424,7 +428,11 @@ def interleave(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_tasks(
-    tasks: list[dict[str, Any]], llm_spec: str, workspace: str | None, max_minutes: float | None = None
+    tasks: list[dict[str, Any]],
+    llm_spec: str,
+    workspace: str | None,
+    max_minutes: float | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     from triscale.agents import ScienceAgent
     from triscale.tools import Workspace
@@ -444,7 +452,7 @@ def run_tasks(
         llm = _oracle(task) if llm_spec == "oracle" else llm_spec
         t0 = time.monotonic()
         try:
-            agent = ScienceAgent(llm, ws, memory=False)
+            agent = ScienceAgent(llm, ws, memory=False, **(settings or {}))
             run = agent.ask(task["query"])
             agent.close()
             ok, missing = score(task, run.as_json()["results"])
@@ -532,7 +540,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--max-minutes", type=float, default=None, help="start no task after this many minutes (tasks interleaved)"
     )
+    ap.add_argument("--route", choices=["keywords", "model", "both"], default=None, help="tool selection")
+    ap.add_argument(
+        "--question-limit-s", type=float, default=300.0, help="start no model turn after this long (default 300)"
+    )
     args = ap.parse_args(argv)
+    settings: dict[str, Any] = {"max_wall_s": args.question_limit_s}
+    if args.route:
+        settings["route"] = args.route
     if args.chemgraph is not None:
         path = Path(args.chemgraph) if args.chemgraph else chemgraph_path()
         if path is None or not path.is_file():
@@ -542,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only:
             keep = set(args.only.split(","))
             items = [i for i in items if i["id"] in keep or i["category"] in keep]
-        rows = run_chemgraph(items, args.llm, args.workspace, args.max_minutes)
+        rows = run_chemgraph(items, args.llm, args.workspace, args.max_minutes, settings)
         rep = report(rows, f"{args.llm} on ChemGraph ({path.name})")
         skipped = sorted({r["why"] for r in rows if r["status"] == "skipped"})
         print("skipped because: " + "; ".join(skipped) if skipped else "")
@@ -558,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks = [t for t in tasks if t["id"] in keep or t["category"] in keep]
     if args.max_minutes is not None:
         tasks = interleave(tasks)
-    rows = run_tasks(tasks, args.llm, args.workspace, args.max_minutes)
+    rows = run_tasks(tasks, args.llm, args.workspace, args.max_minutes, settings)
     rep = report(rows, args.llm)
     if args.out:
         args.out.write_text(json.dumps(rep, indent=1))

@@ -218,3 +218,17 @@ def test_reaction_species_as_users_write_them(agent_ws):
     assert _reaction_with_ids("2 H2 + O2 -> 2 H2O", agent_ws, []) == "2 H2 + O2 -> 2 H2O"
     r = _call("reaction_energy", {"reaction": "Ethene + Hydrogen gas -> Ethane", "calculator": "gfn2-xtb"}, agent_ws)
     assert -2.6 < r.reaction_energy_eV < -1.8  # ethene hydrogenation, GFN2-xTB (-2.24 eV in tuning.json)
+
+
+def test_time_limit_ends_the_run(make_agent):
+    import time
+
+    def slow(msgs):
+        time.sleep(0.3)
+        return {"tool": "build_molecule", "args": {"name": "water"}}
+
+    agent = make_agent(
+        [slow, {"tool": "single_point", "args": {"structure_id": "st1", "calculator": "emt"}}, ""], max_wall_s=0.2
+    )
+    run = agent.ask("Energy of water with EMT?")
+    assert run.stop_reason == "time_limit" and run.n_tool_calls == 1 and "time limit (0.2 s)" in run.answer.answer

@@ -10,6 +10,7 @@ middleware instance shared by all runs keeps no per-run state of its own.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,6 +40,9 @@ class RunSettings(BaseModel):
         description="How the tools are selected: the registry's keywords, the model choosing from one-line "
         "descriptions generated from the registry (one grammar-constrained call), or the union of both.",
     )
+    max_wall_s: float | None = Field(
+        None, gt=0, description="Start no model turn after this many seconds of the run (None: no limit)."
+    )
     verbatim: bool = Field(True, description="Set tool arguments to what the question states (SMILES, K, method).")
     fan_out: bool = Field(True, description="Compute every entity of 'which of A, B and C' questions.")
 
@@ -63,6 +67,7 @@ class RunState:
     failed_in_a_row: int = 0  # failed calls since the last successful one
     repairs: list[str] = field(default_factory=list)  # arguments changed to what the question states
     routed: dict[str, list[str]] = field(default_factory=dict)  # question -> the tools the model chose
+    started: float = field(default_factory=time.monotonic)
 
     def emit(self, kind: str, **data: Any) -> None:
         if self.on_event is not None:

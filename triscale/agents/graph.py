@@ -157,6 +157,7 @@ class ScienceAgent:
             max_failures=settings.max_failures,
             verbatim=settings.verbatim,
             route=settings.route,
+            max_wall_s=settings.max_wall_s,
         )
         middleware = [
             self.guard,
@@ -255,6 +256,8 @@ class ScienceAgent:
             notes.append("Arguments set to what the question states: " + "; ".join(st.repairs) + ".")
         elif stop == "call_limit":
             notes.append("The run reached its model/tool call limit.")
+        elif stop == "time_limit":
+            notes.append(f"The run reached its time limit ({self.settings.max_wall_s:g} s).")
         if stop not in ("error", "repeated_failures") and self.settings.fan_out:
             more, fan_notes = self._fan_out(question, records, st)
             records += more

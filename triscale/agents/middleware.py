@@ -89,8 +89,10 @@ class TriScaleMiddleware(AgentMiddleware):
         max_failures: int = 3,
         verbatim: bool = True,
         route: str = "keywords",
+        max_wall_s: float | None = None,
     ):
         super().__init__()
+        self.max_wall_s = max_wall_s
         self.route = route
         self.select = select
         self.max_failures = max_failures
@@ -176,6 +178,11 @@ class TriScaleMiddleware(AgentMiddleware):
             return ModelResponse(
                 result=[AIMessage(content=st.failure_summary(self.max_failures))], structured_response=None
             )
+        if self.max_wall_s is not None and time.monotonic() - st.started > self.max_wall_s and st.turns:
+            st.stop_reason = "time_limit"
+            if st.log is not None:
+                st.log.write("guard", reason=f"run longer than {self.max_wall_s:g} s; run ended")
+            return ModelResponse(result=[AIMessage(content="")], structured_response=None)
         st.turns += 1
         if self.select is not None:
             request = self._selected(request, st)
