@@ -149,8 +149,12 @@ def repair_call(name: str, args: dict[str, Any], facts: QuestionFacts, tool: Any
     if "temperature_K" in fields and len(facts.temperatures) == 1:
         t = facts.temperatures[0]
         cur = out.get("temperature_K")
+        default = fields["temperature_K"].default
         try:
-            differs = cur is None or abs(float(cur) - t) > 1e-9
+            if cur is None and isinstance(default, int | float) and abs(float(default) - t) < 1e-9:
+                differs = False  # the default is what the question states
+            else:
+                differs = cur is None or abs(float(cur) - t) > 1e-9
         except (TypeError, ValueError):
             differs = True
         if differs:
