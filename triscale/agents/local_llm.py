@@ -378,7 +378,10 @@ class ChatLocalGGUF(BaseChatModel):
 
         from llama_cpp import Llama
 
-        threads = self.n_threads or max(1, min(4, os.cpu_count() or 1))
+        env = os.environ.get("TRISCALE_LLM_THREADS", "")
+        threads = (
+            self.n_threads or (int(env) if env.isdigit() and int(env) > 0 else 0) or max(1, min(4, os.cpu_count() or 1))
+        )
         key = (self.model_path, self.n_ctx, threads)
         with _LOCK:
             if key not in _MODELS:
