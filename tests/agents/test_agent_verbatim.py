@@ -232,3 +232,13 @@ def test_time_limit_ends_the_run(make_agent):
     )
     run = agent.ask("Energy of water with EMT?")
     assert run.stop_reason == "time_limit" and run.n_tool_calls == 1 and "time limit (0.2 s)" in run.answer.answer
+
+
+def test_plain_smiles_after_the_word_are_traced():
+    from triscale.agents.answer import ToolRecord, untraced_strings
+
+    recs = [ToolRecord(name="build_molecule", result={"formula": "C2H6O", "label": "ethanol"})]
+    q = "What is the SMILES of ethanol?"
+    assert untraced_strings("Its SMILES is CCO.", recs, q, extra=["CCO"]) == []
+    assert untraced_strings("Its SMILES is CCN.", recs, q, extra=["CCO"]) == ["CCN"]
+    assert untraced_strings("The SMILES string of ethanol is `OCC`", recs, q, extra=["CCO"]) == []

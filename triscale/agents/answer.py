@@ -373,6 +373,9 @@ def untraced_numbers(text: str, records: list[ToolRecord], allowed_text: str = "
 
 
 _FORMULA_RE = re.compile(r"(?<![\w\[])((?:[A-Z][a-z]?\d*){2,})(?![\w\]])")
+_AFTER_SMILES_RE = re.compile(
+    r"\bSMILES\b(?:\s+(?:string|notation|code))?(?:\s+(?:is|are|of\s+\w+\s+is))?\s*[:=]?\s*`?([^\s`]+)", re.I
+)
 _SMILES_TOKEN_RE = re.compile(r"(?<!\S)([A-Za-z0-9@+\-\[\]()=#$/\\%.]*[\[\]()=#][A-Za-z0-9@+\-\[\]()=#$/\\%.]*)")
 
 
@@ -419,8 +422,10 @@ def untraced_strings(
     comps = [c for k in known for f in _FORMULA_RE.findall(k) if (c := _composition(f))]
     canon = {c for k in known if (c := _canon(k.strip(".,;:?!'\"`"))) is not None}
     bad = []
-    for m in _SMILES_TOKEN_RE.finditer(text):
-        tok = m.group(1).strip(".,;:`'\"")
+    tokens = [m.group(1) for m in _SMILES_TOKEN_RE.finditer(text)]
+    tokens += [m.group(1) for m in _AFTER_SMILES_RE.finditer(text)]  # 'its SMILES is CCO': plain ones too
+    for tok in tokens:
+        tok = tok.strip(".,;:`'\"")
         if len(tok) < 2 or not re.search(r"[A-Za-z]", tok):
             continue
         c = _canon(tok)
