@@ -242,3 +242,15 @@ def test_plain_smiles_after_the_word_are_traced():
     assert untraced_strings("Its SMILES is CCO.", recs, q, extra=["CCO"]) == []
     assert untraced_strings("Its SMILES is CCN.", recs, q, extra=["CCO"]) == ["CCN"]
     assert untraced_strings("The SMILES string of ethanol is `OCC`", recs, q, extra=["CCO"]) == []
+
+
+def test_structure_smiles():
+    from triscale.agents.answer import structure_smiles
+    from triscale.tools.builders import molecule_from_text
+
+    def smi(name):
+        return structure_smiles(molecule_from_text(name)[0])
+
+    assert smi("sulfur dioxide") == "O=S=O" and smi("carbon monoxide") == "[C-]#[O+]"
+    assert smi("DMSO") == "CS(C)=O" and smi("acetic acid") == "CC(=O)O"
+    assert smi("nitrogen dioxide") is None  # open shell: no SMILES rather than a wrong one

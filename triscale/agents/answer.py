@@ -251,9 +251,41 @@ def structure_smiles(atoms: Any, label: str | None = None, charge: int = 0) -> s
     try:
         mol = Chem.MolFromXYZBlock(_xyz(atoms))
         rdDetermineBonds.DetermineBonds(mol, charge=int(charge or 0))
-        return Chem.MolToSmiles(Chem.RemoveHs(mol))
+        return Chem.MolToSmiles(Chem.RemoveHs(_hypervalent(mol)))
     except Exception:
         return None
+
+
+def _hypervalent(mol: Any) -> Any:
+    """Charge-separated single bonds from an atom that can expand its octet (S, P, Se, halogens of period 3+)
+    written as double bonds, as chemists and PubChem write them (``O=[S+][O-]`` -> ``O=S=O``); CO stays
+    ``[C-]#[O+]``."""
+    from rdkit import Chem
+
+    rw = Chem.RWMol(mol)
+    changed = False
+    for b in rw.GetBonds():
+        a, c = b.GetBeginAtom(), b.GetEndAtom()
+        for pos, neg in ((a, c), (c, a)):
+            if (
+                b.GetBondType() == Chem.BondType.SINGLE
+                and pos.GetFormalCharge() == 1
+                and neg.GetFormalCharge() == -1
+                and pos.GetSymbol() in ("S", "P", "Se", "Cl", "Br", "I", "As")
+            ):
+                b.SetBondType(Chem.BondType.DOUBLE)
+                pos.SetFormalCharge(0)
+                neg.SetFormalCharge(0)
+                changed = True
+                break
+    if not changed:
+        return mol
+    try:
+        out = rw.GetMol()
+        Chem.SanitizeMol(out)
+        return out
+    except Exception:
+        return mol
 
 
 def _smiles_items(records: list[ToolRecord], workspace: Any) -> list[ResultItem]:
