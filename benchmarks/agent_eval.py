@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--max-minutes", type=float, default=None, help="start no task after this many minutes (tasks interleaved)"
     )
-    ap.add_argument("--route", choices=["keywords", "model", "both"], default=None, help="tool selection")
+    ap.add_argument("--route", choices=["keywords", "model", "both", "fallback"], default=None, help="tool selection")
     ap.add_argument(
         "--question-limit-s", type=float, default=300.0, help="start no model turn after this long (default 300)"
     )

@@ -254,3 +254,33 @@ def test_structure_smiles():
     assert smi("sulfur dioxide") == "O=S=O" and smi("carbon monoxide") == "[C-]#[O+]"
     assert smi("DMSO") == "CS(C)=O" and smi("acetic acid") == "CC(=O)O"
     assert smi("nitrogen dioxide") is None  # open shell: no SMILES rather than a wrong one
+
+
+def test_invalid_choice_of_an_optional_argument_is_left_out(make_agent):
+    """The 1.5B model wrote build_bulk(crystalstructure="cubic") and gave up on the error."""
+    agent = make_agent(
+        [
+            {
+                "tool": "build_bulk",
+                "args": {"name": "Al", "crystalstructure": "cubic", "cubic": True, "repeat": [3, 3, 3]},
+            },
+            "",
+        ]
+    )
+    run = agent.ask("Take the conventional cubic cell of aluminium, repeat it 3x3x3: what is the volume?")
+    got = {r.property: r.value for r in run.answer.results}
+    assert got["n_atoms"] == 108 and abs(got["volume"] - 1793.6) < 1
+
+
+def test_fallback_routing_only_when_no_keyword_matches(make_agent):
+    agent = make_agent([{"tool": "build_molecule", "args": {"name": "water"}}, ""], select_tools=True, route="fallback")
+    run = agent.ask("Build water")  # a keyword matches: no routing call (the script has none to give)
+    assert run.stop_reason == "answered" and run.n_tool_calls == 1
+    turns = [
+        {"tool": "choose_tools", "args": {"tools": ["build_bulk"]}},
+        {"tool": "build_bulk", "args": {"name": "Al"}},
+        "",
+    ]
+    run = make_agent(turns, select_tools=True, route="fallback").ask("Make me some aluminium, please")
+    routed = [json.loads(line) for line in open(run.provenance) if '"route"' in line]
+    assert routed[0]["tools"] == ["build_bulk"] and run.n_tool_calls == 1

@@ -35,10 +35,11 @@ class RunSettings(BaseModel):
     select_tools: bool | None = Field(
         None, description="Show only the tools the question calls for (None: by backend)."
     )
-    route: Literal["keywords", "model", "both"] = Field(
+    route: Literal["keywords", "model", "both", "fallback"] = Field(
         "keywords",
         description="How the tools are selected: the registry's keywords, the model choosing from one-line "
-        "descriptions generated from the registry (one grammar-constrained call), or the union of both.",
+        "descriptions generated from the registry (one grammar-constrained call), the union of both, or the "
+        "model only when no keyword matches (instead of offering every schema).",
     )
     max_wall_s: float | None = Field(
         None, gt=0, description="Start no model turn after this many seconds of the run (None: no limit)."

@@ -123,7 +123,7 @@ class TriScaleMiddleware(AgentMiddleware):
         names = [getattr(t, "name", None) for t in request.tools]
         avail = [n for n in names if n]
         keep = set(self.select(question, avail)) if question and self.route != "model" else set()
-        if question and self.route in ("model", "both"):
+        if question and (self.route in ("model", "both") or (self.route == "fallback" and not keep)):
             if question not in st.routed:
                 from triscale.agents.select import model_route
 

@@ -37,6 +37,7 @@ def _call(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
     from triscale.agents.local_llm import repair_args
 
     notes: list[str] = []
+    kwargs = _drop_invalid_choices(name, kwargs, notes)
     if name == "reaction_energy" and isinstance(kwargs.get("reaction"), str):
         kwargs = {**kwargs, "reaction": _reaction_with_ids(kwargs["reaction"], ws, notes)}
     try:
@@ -54,6 +55,34 @@ def _call(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
         result = call_tool(name, {**kwargs, "structure_id": bulk.structure_id}, ws)
         result.notes.append(f"Built bulk {sid.strip()} ({bulk.formula}) as {bulk.structure_id} from {sid!r}.")
         return result
+
+
+def _drop_invalid_choices(name: str, kwargs: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """An optional argument whose value is not one of its schema's choices (a small model wrote
+    ``crystalstructure="cubic"``) is left out, so the tool's default applies, with a note; any other invalid
+    argument is left for the tool to refuse."""
+    from pydantic import ValidationError
+
+    from triscale.tools import get_tool
+
+    try:
+        model = get_tool(name).input_model
+        model.model_validate(kwargs)
+        return kwargs
+    except ValidationError as e:
+        errors = e.errors()
+    except Exception:
+        return kwargs
+    drop = set()
+    for err in errors:
+        key = err["loc"][0] if err.get("loc") else None
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None or field.is_required() or err.get("type") not in ("literal_error", "enum"):
+            return kwargs
+        drop.add(key)
+    for key in sorted(drop):
+        notes.append(f"{key}={kwargs[key]!r} is not one of its choices; left out (the default applies).")
+    return {k: v for k, v in kwargs.items() if k not in drop}
 
 
 _RXN_ARROW = re.compile(r"\s*(?:<=>|->|→|=>)\s*")
