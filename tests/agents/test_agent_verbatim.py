@@ -284,3 +284,13 @@ def test_fallback_routing_only_when_no_keyword_matches(make_agent):
     run = make_agent(turns, select_tools=True, route="fallback").ask("Make me some aluminium, please")
     routed = [json.loads(line) for line in open(run.provenance) if '"route"' in line]
     assert routed[0]["tools"] == ["build_bulk"] and run.n_tool_calls == 1
+
+
+def test_mangled_smiles_in_the_name_argument():
+    """Seen on ChemGraph 24/28 with the offline model: build_molecule(name='C-]#[O+]')."""
+    from triscale.agents.verbatim import question_facts, repair_call
+
+    f = question_facts("Run geometry optimization using GFN2-xTB for the molecule with SMILES: [C-]#[O+] and report")
+    assert repair_call("build_molecule", {"name": "C-]#[O+"}, f)[0] == {"smiles": "[C-]#[O+]"}
+    f = question_facts("Energy of the molecule with SMILES CCO (ethanol)")
+    assert repair_call("build_molecule", {"name": "ethanol"}, f)[0] == {"name": "ethanol"}  # stated: kept

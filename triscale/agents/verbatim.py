@@ -93,6 +93,13 @@ def question_facts(question: str) -> QuestionFacts:
     return facts
 
 
+def _stated(text: str, question: str) -> bool:
+    """Whether ``text`` stands in the question as written: a whole word or phrase, not a piece of a longer token
+    ('C-]#[O+]' is a piece of '[C-]#[O+]')."""
+    edge = r"[\w\[\]()=#@+\-/\\]"
+    return re.search(rf"(?<!{edge}){re.escape(text.strip())}(?!{edge})", question, re.I) is not None
+
+
 def _fields(tool: Any) -> dict[str, Any]:
     return dict(tool.input_model.model_fields) if tool is not None else {}
 
@@ -139,7 +146,9 @@ def repair_call(name: str, args: dict[str, Any], facts: QuestionFacts, tool: Any
                 fix = best[0] if best else facts.smiles[0]
                 out["smiles"] = fix
                 notes.append(f"smiles {given!r} -> {fix!r} (as written in the question)")
-        elif given is None and isinstance(name_arg, str) and name_arg not in facts.text and len(facts.smiles) == 1:
+        elif (
+            given is None and isinstance(name_arg, str) and not _stated(name_arg, facts.text) and len(facts.smiles) == 1
+        ):
             # the model named the molecule itself (or mangled the SMILES into `name`): build what was given
             out.pop("name")
             out["smiles"] = facts.smiles[0]
