@@ -96,7 +96,7 @@ def question_facts(question: str) -> QuestionFacts:
 def _stated(text: str, question: str) -> bool:
     """Whether ``text`` stands in the question as written: a whole word or phrase, not a piece of a longer token
     ('C-]#[O+]' is a piece of '[C-]#[O+]')."""
-    edge = r"[\w\[\]()=#@+\-/\\]"
+    edge = r"[\w\[\]=#@+\-/\\]"
     return re.search(rf"(?<!{edge}){re.escape(text.strip())}(?!{edge})", question, re.I) is not None
 
 
