@@ -294,3 +294,11 @@ def test_mangled_smiles_in_the_name_argument():
     assert repair_call("build_molecule", {"name": "C-]#[O+"}, f)[0] == {"smiles": "[C-]#[O+]"}
     f = question_facts("Energy of the molecule with SMILES CCO (ethanol)")
     assert repair_call("build_molecule", {"name": "ethanol"}, f)[0] == {"name": "ethanol"}  # stated: kept
+
+
+def test_comparison_when_the_entity_is_named_as_the_structure(make_agent):
+    """Held-out h_cmp_1 with the offline model: single_point(structure_id='water') and an answer for water only."""
+    agent = make_agent([{"tool": "single_point", "args": {"structure_id": "water", "calculator": "gfn2-xtb"}}, ""])
+    run = agent.ask("Which of water, ammonia and hydrogen sulfide has the largest dipole moment with GFN2-xTB?")
+    assert len([r for r in run.answer.results if r.property == "dipole_magnitude"]) == 3
+    assert "dipole magnitude, largest to smallest: water (" in run.answer.answer

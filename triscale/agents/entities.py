@@ -121,8 +121,10 @@ def fan_out(question: str, records: list[Any], call: Any) -> tuple[list[Any], li
 
     entities = question_entities(question)
     builds = [r for r in records if r.name in _BUILDERS]
-    if len(entities) < 2 or not builds:
+    if len(entities) < 2:
         return [], []
+    if not builds:  # the model named the entity where a structure id goes (the tools build it): same calls
+        return _fan_out_by_name(entities, records, call)
     covered = {e: next((b for b in builds if _same(e, b.args)), None) for e in entities}
     template = next((b for b in covered.values() if b is not None), None)
     missing = [e for e, b in covered.items() if b is None]
@@ -178,6 +180,10 @@ def comparison_line(question: str, items: list[Any], records: list[Any]) -> str 
             e = next((x for x in entities if _same(x, rec.args)), None)
             if e and rec.result.get("structure_id"):
                 label_of[rec.result["structure_id"]] = e
+    for rec in records:  # an entity named where a structure id goes
+        e = next((x for x in entities if str(rec.args.get("structure_id", "")).lower() == x.lower()), None)
+        if e and rec.result.get("structure_id"):
+            label_of.setdefault(rec.result["structure_id"], e)
     # structures made from a built one (optimised, relaxed) keep the entity of their parent
     for rec in records:
         sid, parent = rec.result.get("structure_id"), rec.args.get("structure_id")
@@ -202,3 +208,25 @@ def comparison_line(question: str, items: list[Any], records: list[Any]) -> str 
             body = " > ".join(f"{e} ({v:.6g}{(' ' + u) if u else ''})" for e, (v, u) in ranked)
             return f"{prop.replace('_', ' ')}, largest to smallest: {body}."
     return None
+
+
+def _fan_out_by_name(entities: list[str], records: list[Any], call: Any) -> tuple[list[Any], list[str]]:
+    from triscale.agents.answer import ToolRecord
+
+    named = {e: [r for r in records if str(r.args.get("structure_id", "")).lower() == e.lower()] for e in entities}
+    template_entity = next((e for e, recs in named.items() if recs), None)
+    missing = [e for e, recs in named.items() if not recs]
+    if template_entity is None or not missing:
+        return [], []
+    new, notes = [], []
+    for e in missing:
+        for rec in named[template_entity]:
+            args = {**rec.args, "structure_id": e}
+            res, err = call(rec.name, args)
+            if res is None:
+                notes.append(f"{e}: {rec.name} failed ({err}).")
+                break
+            new.append(ToolRecord(name=rec.name, args=args, result=res))
+    if new:
+        notes.insert(0, f"The question names {', '.join(entities)}; the same calls were run for {', '.join(missing)}.")
+    return new, notes
