@@ -19,6 +19,7 @@ __all__ = [
     "load_run",
     "langchain_tools",
     "SYSTEM_PROMPT",
+    "RunSettings",
 ]
 
 _WHERE = {
@@ -33,6 +34,7 @@ _WHERE = {
     "load_run": "provenance",
     "langchain_tools": "tool_bindings",
     "SYSTEM_PROMPT": "prompts",
+    "RunSettings": "context",
 }
 
 

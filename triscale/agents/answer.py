@@ -25,7 +25,10 @@ __all__ = [
     "format_value",
     "assemble_answer",
     "untraced_numbers",
+    "untraced_strings",
     "trace_value",
+    "asked_fields",
+    "structure_smiles",
 ]
 
 
@@ -84,6 +87,7 @@ _UNIT_SUFFIXES: list[tuple[str, str]] = [
     ("_eV_per_K", "eV/K"),
     ("_per_atom_eV", "eV/atom"),
     ("_debye", "debye"),
+    ("_e_A", "e·Å"),
     ("_g_per_cm3", "g/cm³"),
     ("_GPa", "GPa"),
     ("_A3", "Å³"),
@@ -176,12 +180,147 @@ def _rows(field: str, v: Any) -> list[tuple[str, float | str | list[float], str,
     return rows
 
 
-def results_from_records(records: list[ToolRecord]) -> list[ResultItem]:
-    """The values that answer each successful tool call (the tool's declared ``answer_fields``), with unit,
-    method, uncertainty and provenance ids."""
+# Words of result-field names that say nothing about which quantity was asked.
+_GENERIC_WORDS = {
+    "energy",
+    "final",
+    "total",
+    "mean",
+    "structure",
+    "label",
+    "method",
+    "file",
+    "call",
+    "max",
+    "min",
+    "per",
+    "atom",
+    "atoms",
+    "tool",
+    "notes",
+    "parent",
+    "cell",
+    "true",
+    "of",
+    "and",
+}
+
+
+def asked_fields(question: str, result: dict[str, Any], declared: tuple[str, ...]) -> tuple[str, ...]:
+    """The declared answer fields plus every other field of ``result`` whose own name the question uses (a
+    distinctive word of the field name, compared on its first five letters): 'dipole' adds the dipole vector,
+    'frequencies' all modes, 'volume' a supercell's volume. Generated from the result's field names, no
+    phrase list."""
+    q = question.lower()
+    words_in_q = set(re.findall(r"[a-z]{4,}", q))
+    extra = []
+    for key in result:
+        if key in declared or key.endswith("_std_eV") or key in ("call_id", "tool", "structure_id", "notes"):
+            continue
+        prop, _ = split_unit(key)
+        for w in prop.split("_"):
+            if len(w) >= 4 and w not in _GENERIC_WORDS and any(x.startswith(w[:5]) for x in words_in_q):
+                extra.append(key)
+                break
+    return tuple(declared) + tuple(extra)
+
+
+def _xyz(atoms: Any) -> str:
+    rows = [f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    return f"{len(atoms)}\n\n" + "\n".join(rows)
+
+
+def structure_smiles(atoms: Any, label: str | None = None, charge: int = 0) -> str | None:
+    """Canonical SMILES of a stored molecule: its label when that is a SMILES of the same composition (built
+    from SMILES), else RDKit's bond perception (``rdDetermineBonds``) of the geometry; None when neither works
+    (e.g. open-shell NO2) or the structure is periodic."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import rdDetermineBonds
+
+    RDLogger.DisableLog("rdApp.*")
+    if atoms is None or bool(atoms.pbc.any()):
+        return None
+    formula = atoms.get_chemical_formula(mode="hill")
+    if label:
+        mol = Chem.MolFromSmiles(label.removeprefix("smiles:"))
+        if mol is not None:
+            from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+
+            if CalcMolFormula(Chem.AddHs(mol)).rstrip("+-") == formula:
+                return Chem.MolToSmiles(mol)
+    try:
+        mol = Chem.MolFromXYZBlock(_xyz(atoms))
+        rdDetermineBonds.DetermineBonds(mol, charge=int(charge or 0))
+        return Chem.MolToSmiles(Chem.RemoveHs(_hypervalent(mol)))
+    except Exception:
+        return None
+
+
+def _hypervalent(mol: Any) -> Any:
+    """Charge-separated single bonds from an atom that can expand its octet (S, P, Se, halogens of period 3+)
+    written as double bonds, as chemists and PubChem write them (``O=[S+][O-]`` -> ``O=S=O``); CO stays
+    ``[C-]#[O+]``."""
+    from rdkit import Chem
+
+    rw = Chem.RWMol(mol)
+    changed = False
+    for b in rw.GetBonds():
+        a, c = b.GetBeginAtom(), b.GetEndAtom()
+        for pos, neg in ((a, c), (c, a)):
+            if (
+                b.GetBondType() == Chem.BondType.SINGLE
+                and pos.GetFormalCharge() == 1
+                and neg.GetFormalCharge() == -1
+                and pos.GetSymbol() in ("S", "P", "Se", "Cl", "Br", "I", "As")
+            ):
+                b.SetBondType(Chem.BondType.DOUBLE)
+                pos.SetFormalCharge(0)
+                neg.SetFormalCharge(0)
+                changed = True
+                break
+    if not changed:
+        return mol
+    try:
+        out = rw.GetMol()
+        Chem.SanitizeMol(out)
+        return out
+    except Exception:
+        return mol
+
+
+def _smiles_items(records: list[ToolRecord], workspace: Any) -> list[ResultItem]:
+    items = []
+    for rec in records:
+        sid = rec.result.get("structure_id")
+        if not (_structures_only(rec.name) and isinstance(sid, str) and rec.result.get("n_atoms")):
+            continue
+        try:
+            atoms = workspace.get(sid)
+        except Exception:
+            continue
+        smi = structure_smiles(atoms, rec.result.get("label"), rec.result.get("charge_e") or 0)
+        if smi:
+            items.append(
+                ResultItem(
+                    property="smiles",
+                    value=smi,
+                    method="RDKit canonical SMILES of the stored structure",
+                    structure_ids=[sid],
+                    tool_calls=[rec.call_id] if rec.call_id else [],
+                )
+            )
+    return items
+
+
+def results_from_records(records: list[ToolRecord], question: str = "", workspace: Any = None) -> list[ResultItem]:
+    """The values that answer each successful tool call (the tool's declared ``answer_fields``, plus the
+    fields the question names, see :func:`asked_fields`), with unit, method, uncertainty and provenance ids.
+    A question that asks for a SMILES gets the canonical SMILES of each built molecule (needs ``workspace``)."""
     items: list[ResultItem] = []
     computed = [r for r in records if not _structures_only(r.name)]
     use = computed or records  # a pure name->structure question answers with the built structure
+    if workspace is not None and re.search(r"\bsmiles\b", question, re.I):
+        items.extend(_smiles_items(records, workspace))
     for rec in use:
         if rec.name == "plan_experiments":
             items.append(_plan_item(rec))
@@ -189,6 +328,8 @@ def results_from_records(records: list[ToolRecord]) -> list[ResultItem]:
         fields = answer_fields(rec.name)
         if fields is None:  # unknown tool: every scalar with a unit suffix
             fields = tuple(k for k, v in rec.result.items() if isinstance(v, int | float) and split_unit(k)[1])
+        if question:
+            fields = asked_fields(question, rec.result, fields)
         method = str(rec.result.get("method") or "")
         for f in fields:
             for prop, value, unit, std_field in _rows(f, rec.result.get(f)):
@@ -263,6 +404,75 @@ def untraced_numbers(text: str, records: list[ToolRecord], allowed_text: str = "
     return bad
 
 
+_FORMULA_RE = re.compile(r"(?<![\w\[])((?:[A-Z][a-z]?\d*){2,})(?![\w\]])")
+_AFTER_SMILES_RE = re.compile(
+    r"\bSMILES\b(?:\s+(?:string|notation|code))?(?:\s+(?:is|are|of\s+\w+\s+is))?\s*[:=]?\s*`?([^\s`]+)", re.I
+)
+_SMILES_TOKEN_RE = re.compile(r"(?<!\S)([A-Za-z0-9@+\-\[\]()=#$/\\%.]*[\[\]()=#][A-Za-z0-9@+\-\[\]()=#$/\\%.]*)")
+
+
+_ELEMENTS = set(__import__("ase.data", fromlist=["chemical_symbols"]).chemical_symbols[1:])
+
+
+def _strings_in(obj: Any, out: list[str]) -> list[str]:
+    if isinstance(obj, str):
+        out.append(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _strings_in(v, out)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            _strings_in(v, out)
+    return out
+
+
+def _composition(formula: str) -> dict[str, int] | None:
+    parts = re.findall(r"([A-Z][a-z]?)(\d*)", formula)
+    if "".join(e + n for e, n in parts) != formula:
+        return None
+    comp: dict[str, int] = {}
+    for e, n in parts:
+        comp[e] = comp.get(e, 0) + (int(n) if n else 1)
+    return comp
+
+
+def _canon(smiles: str) -> str | None:
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles.rstrip(".,;:)"))
+    return Chem.MolToSmiles(mol) if mol is not None else None
+
+
+def untraced_strings(
+    text: str, records: list[ToolRecord], allowed_text: str = "", extra: list[str] | None = None
+) -> list[str]:
+    """Formulas and SMILES written in ``text`` that no tool result, no derived result (``extra``, e.g. the
+    SMILES of a built structure) and not ``allowed_text`` (the question) contains. Formulas compare by
+    composition (H2O = OH2), SMILES after RDKit canonicalisation."""
+    known = _strings_in([r.result for r in records], []) + list(extra or []) + allowed_text.split()
+    comps = [c for k in known for f in _FORMULA_RE.findall(k) if (c := _composition(f))]
+    canon = {c for k in known if (c := _canon(k.strip(".,;:?!'\"`"))) is not None}
+    bad = []
+    tokens = [m.group(1) for m in _SMILES_TOKEN_RE.finditer(text)]
+    tokens += [m.group(1) for m in _AFTER_SMILES_RE.finditer(text)]  # 'its SMILES is CCO': plain ones too
+    for tok in tokens:
+        tok = tok.strip(".,;:`'\"")
+        if len(tok) < 2 or not re.search(r"[A-Za-z]", tok):
+            continue
+        c = _canon(tok)
+        if c is not None and c not in canon and tok not in bad:
+            bad.append(tok)
+    for m in _FORMULA_RE.finditer(re.sub(r"\bst\d+\b|\bc\d{6,}\w*", " ", text)):
+        f = m.group(1)
+        comp = _composition(f)
+        if comp is None or not any(ch.isdigit() for ch in f) or not set(comp) <= _ELEMENTS:
+            continue  # only element formulas with counts (H2O, C8H10N4O2): not GFN2, OK or HOMO
+        if comp not in comps and f not in bad:
+            bad.append(f)
+    return bad
+
+
 def format_value(v: float | str | list[float], max_listed: int = 12) -> str:
     """A result value as text: numbers to 6 significant figures, long lists shortened."""
     if isinstance(v, list):
@@ -298,6 +508,7 @@ def assemble_answer(
     structured: ModelAnswer | dict[str, Any] | None = None,
     question: str = "",
     notes: list[str] | None = None,
+    workspace: Any = None,
 ) -> FinalAnswer:
     """The final answer of a run.
 
@@ -306,7 +517,8 @@ def assemble_answer(
     that trace to nothing are flagged), else a summary written from the results.
     """
     notes = list(notes or [])
-    items = results_from_records(records)
+    items = results_from_records(records, question, workspace)
+    derived = [it for it in items if it.property == "smiles"]
     if structured is not None:
         sa = structured if isinstance(structured, ModelAnswer) else ModelAnswer.model_validate(structured)
         model_items = []
@@ -327,7 +539,7 @@ def assemble_answer(
                 )
             )
         if model_items:
-            items = model_items
+            items = derived + model_items
         model_text = model_text or sa.answer
     text = (model_text or "").strip()
     if text:
@@ -337,6 +549,16 @@ def assemble_answer(
                 "These numbers in the text come from no tool result and must not be trusted: " + ", ".join(bad)
             )
             text += "\n\n" + summary_text(items, records)
+        bad_s = untraced_strings(
+            text, records, allowed_text=question, extra=[str(it.value) for it in items if isinstance(it.value, str)]
+        )
+        if bad_s:
+            notes.append(
+                "These formulas/SMILES in the text come from no tool result and must not be trusted: "
+                + ", ".join(bad_s)
+            )
+            if summary_text(items, records) not in text:
+                text += "\n\n" + summary_text(items, records)
     else:
         text = summary_text(items, records)
     if notes:

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from triscale.agents.answer import FinalAnswer, ModelAnswer, ToolRecord, assemble_answer
+from triscale.agents.context import RunContext, RunSettings, RunState
 from triscale.agents.middleware import message_text
 from triscale.agents.prompts import system_prompt
 from triscale.tools import Workspace, list_tools
@@ -83,21 +84,21 @@ class ScienceAgent:
         (``None``: the configured/default backend).
     workspace:
         Run directory (structure store, tool outputs, ``agent_runs/`` provenance, session database).
-    tools:
-        Registry tool names to offer (default: all, or :func:`compact_tools` for local models).
+    settings:
+        The run settings (:class:`~triscale.agents.context.RunSettings`: tools offered, call limits, repeated and
+        failed-call limits, structured answers, tool selection, the verbatim-argument and multi-entity guards).
+        Each field may also be given as a keyword (``max_model_calls=6``), which overrides ``settings``.
     extra_tools:
         Further LangChain tools (tests use this to inject a failing tool).
     memory:
         ``True``: SQLite sessions in the workspace; ``False``: in-memory; or a LangGraph checkpointer.
     approve:
         ``approve(tool_name, args) -> bool`` asked before expensive calls (DFT, long MD); ``None``: no approval.
-    select_tools:
-        Show the model only the schemas of the tools the question calls for (:func:`triscale.agents.select.
-        select_tools`; all when no rule matches). ``None``: on for small local models.
-    structured:
-        Ask the model for a structured final answer through ``response_format`` (a ``ToolStrategy``).
-        ``None``: on for backends that call tools natively (OpenAI-compatible, Ollama), off for local GGUF and
-        scripted models. The answer's ``results`` always come from the tool results either way.
+
+    ``settings.tools`` default to all, or :func:`compact_tools` for local models; ``select_tools`` (``None``: on
+    for small local models) shows the model only the schemas the question calls for; ``structured`` (``None``: on
+    for backends that call tools natively) asks for a structured final answer, whose ``results`` still come from
+    the tool results; ``fan_out`` computes every entity of "which of A, B and C" questions.
     """
 
     def __init__(
@@ -105,16 +106,11 @@ class ScienceAgent:
         llm: Any = None,
         workspace: Workspace | str | Path = "workspace",
         *,
-        tools: list[str] | None = None,
+        settings: RunSettings | None = None,
         extra_tools: list[Any] | None = None,
         memory: bool | Any = True,
         approve: Callable[[str, dict[str, Any]], bool] | None = None,
-        max_model_calls: int = 12,
-        max_tool_calls: int = 20,
-        max_repeats: int = 2,
-        structured: bool | None = None,
-        prompt_extra: str | None = None,
-        select_tools: bool | None = None,
+        **overrides: Any,
     ):
         from langchain.agents import create_agent
         from langchain.agents.middleware import ModelCallLimitMiddleware, ToolCallLimitMiddleware, ToolErrorMiddleware
@@ -124,6 +120,13 @@ class ScienceAgent:
         from triscale.agents.middleware import TriScaleMiddleware, tool_error_content
         from triscale.agents.tool_bindings import langchain_tools
 
+        try:
+            settings = (settings or RunSettings()).model_copy(
+                update=RunSettings(**overrides).model_dump(include=set(overrides))
+            )
+        except ValidationError as e:
+            raise TypeError(f"ScienceAgent: bad settings: {e}") from None
+        self.settings = settings
         self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
         if llm is None or isinstance(llm, str):
             llm, info = make_llm(llm)
@@ -131,27 +134,36 @@ class ScienceAgent:
             info = LLMInfo.describe(llm)
         self.llm = llm
         self.llm_info = info
+        tools = settings.tools
         if tools is None and info.compact_tools:
             tools = compact_tools()
         available = {t.name for t in list_tools()}
         names = [n for n in (tools or sorted(available)) if n in available]
         self.tools = langchain_tools(self.workspace, names) + list(extra_tools or [])
-        self.prompt = system_prompt(prompt_extra)
+        self.prompt = system_prompt(settings.prompt_extra)
+        structured = settings.structured
         if structured is None:
             structured = info.native_tools
         self.structured = bool(structured)
+        select_tools = settings.select_tools
         if select_tools is None:
             select_tools = info.compact_tools
         from triscale.agents.select import select_tools as selector
 
         self.guard = TriScaleMiddleware(
-            max_repeats=max_repeats, approve=approve, select=selector if select_tools else None
+            max_repeats=settings.max_repeats,
+            approve=approve,
+            select=selector if select_tools else None,
+            max_failures=settings.max_failures,
+            verbatim=settings.verbatim,
+            route=settings.route,
+            max_wall_s=settings.max_wall_s,
         )
         middleware = [
             self.guard,
             ToolErrorMiddleware(tool_error_content),
-            ModelCallLimitMiddleware(run_limit=max_model_calls, exit_behavior="end"),
-            ToolCallLimitMiddleware(run_limit=max_tool_calls, exit_behavior="continue"),
+            ModelCallLimitMiddleware(run_limit=settings.max_model_calls, exit_behavior="end"),
+            ToolCallLimitMiddleware(run_limit=settings.max_tool_calls, exit_behavior="continue"),
         ]
         if memory is True:
             self.checkpointer = default_checkpointer(self.workspace.root / "agent_sessions.sqlite")
@@ -166,6 +178,7 @@ class ScienceAgent:
             middleware=middleware,
             response_format=ToolStrategy(ModelAnswer) if self.structured else None,
             checkpointer=self.checkpointer,
+            context_schema=RunContext,
             name="triscale",
         )
 
@@ -192,14 +205,13 @@ class ScienceAgent:
             tools=[t.name for t in self.tools],
             prompt=self.prompt,
         )
-        self.guard.log = log
-        self.guard.on_event = on_event
+        st = RunState(log=log, on_event=on_event)
         t0 = time.monotonic()
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 100}
         error = None
         state: dict[str, Any] = {}
         try:
-            state = self.graph.invoke({"messages": [HumanMessage(question)]}, config)
+            state = self.graph.invoke({"messages": [HumanMessage(question)]}, config, context=RunContext(st))
         except Exception as e:  # the backend failed mid-run: keep what the tools produced
             error = f"{type(e).__name__}: {e}"
             log.write("error", error=error)
@@ -228,7 +240,7 @@ class ScienceAgent:
                 records.append(ToolRecord(name=name, args=args, result=m.artifact, lc_id=m.tool_call_id))
         last = next((m for m in reversed(turn) if isinstance(m, AIMessage)), None)
         final_text = message_text(last.content) if last is not None and not last.tool_calls else ""
-        stop = self.guard.stop_reason
+        stop = st.stop_reason
         if final_text and "limit" in final_text.lower() and "exceeded" in final_text.lower():
             stop, final_text = "call_limit", ""
         notes = []
@@ -237,27 +249,83 @@ class ScienceAgent:
             notes.append(f"The language model failed: {error}")
         elif stop == "repeated_calls":
             notes.append("The model repeated identical tool calls; the run was stopped.")
+        elif stop == "repeated_failures":
+            final_text = ""  # the failure summary is a note: its error texts are not results to trace
+            notes.append(st.failure_summary(self.settings.max_failures))
+        if st.repairs:
+            notes.append("Arguments set to what the question states: " + "; ".join(st.repairs) + ".")
         elif stop == "call_limit":
             notes.append("The run reached its model/tool call limit.")
+        elif stop == "time_limit":
+            notes.append(f"The run reached its time limit ({self.settings.max_wall_s:g} s).")
+        if stop not in ("error", "repeated_failures") and self.settings.fan_out:
+            more, fan_notes = self._fan_out(question, records, st)
+            records += more
+            notes += fan_notes
         structured = state.get("structured_response")
         if structured is not None and isinstance(structured, BaseModel):
             structured = structured.model_dump()
-        answer = assemble_answer(records, final_text, structured, question=question, notes=notes)
+        answer = assemble_answer(
+            records, final_text, structured, question=question, notes=notes, workspace=self.workspace
+        )
+        from triscale.agents.entities import comparison_line
+
+        line = comparison_line(question, answer.results, records)
+        if line:
+            answer = FinalAnswer(answer=answer.answer + "\n\n" + line, results=answer.results)
         wall = time.monotonic() - t0
         log.answer(answer.model_dump(mode="json"), wall, stop)
-        self.guard.log = None
-        self.guard.on_event = None
         return AgentRun(
             run_id=log.run_id,
             thread_id=thread_id,
             question=question,
             answer=answer,
             stop_reason=stop,
-            n_model_calls=self.guard.turns,
-            n_tool_calls=self.guard.n_tool_calls,
+            n_model_calls=st.turns,
+            n_tool_calls=st.n_tool_calls,
             wall_time_s=round(wall, 3),
             provenance=str(log.path),
         )
+
+    def _fan_out(self, question: str, records: list[ToolRecord], st: RunState) -> tuple[list[ToolRecord], list[str]]:
+        """The calls the model made for one entity of a multi-entity question, run for the others
+        (:func:`triscale.agents.entities.fan_out`), logged like the model's own calls."""
+        from triscale.agents.entities import fan_out
+        from triscale.agents.tool_bindings import _call
+        from triscale.tools import ToolError
+
+        log = st.log
+
+        def call(name: str, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+            t0 = time.monotonic()
+            try:
+                result = _call(name, dict(args), self.workspace)
+            except ToolError as e:
+                log.tool_call(
+                    name=name,
+                    args=args,
+                    lc_id="fan-out",
+                    status="error",
+                    wall_time_s=time.monotonic() - t0,
+                    content=str(e),
+                    note="run for another entity of the question",
+                )
+                return None, str(e)
+            art = result.model_dump(mode="json")
+            log.tool_call(
+                name=name,
+                args=args,
+                lc_id="fan-out",
+                status="ok",
+                wall_time_s=time.monotonic() - t0,
+                result=art,
+                content=result.content(),
+                note="run for another entity of the question",
+            )
+            st.n_tool_calls += 1
+            return art, None
+
+        return fan_out(question, records, call)
 
     def history(self, thread_id: str) -> list[Any]:
         """The stored messages of a session."""

@@ -167,7 +167,10 @@ def compact_tool(tool: dict[str, Any], desc_limit: int = 160, arg_limit: int = 7
         if q["type"] == "array":
             items = p.get("items") or next((x.get("items") for x in p.get("anyOf", []) if x.get("items")), None)
             if isinstance(items, dict) and items.get("type"):
-                q["items"] = {"type": items["type"]}
+                q["items"] = {k: items[k] for k in ("type", "enum") if k in items}
+            for key in ("minItems", "maxItems"):
+                if key in p:
+                    q[key] = p[key]
         for key in ("enum", "default"):
             if key in p and p[key] is not None:
                 q[key] = p[key]
@@ -375,7 +378,10 @@ class ChatLocalGGUF(BaseChatModel):
 
         from llama_cpp import Llama
 
-        threads = self.n_threads or max(1, min(4, os.cpu_count() or 1))
+        env = os.environ.get("TRISCALE_LLM_THREADS", "")
+        threads = (
+            self.n_threads or (int(env) if env.isdigit() and int(env) > 0 else 0) or max(1, min(4, os.cpu_count() or 1))
+        )
         key = (self.model_path, self.n_ctx, threads)
         with _LOCK:
             if key not in _MODELS:

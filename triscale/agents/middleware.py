@@ -7,7 +7,6 @@ Used with ``langchain.agents.create_agent`` together with LangChain's own ``Tool
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse, ToolCallRequest
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.errors import GraphBubbleUp
+
+from triscale.agents.context import RunState
 
 __all__ = [
     "TriScaleMiddleware",
@@ -73,8 +74,9 @@ class TriScaleMiddleware(AgentMiddleware):
     call from the earlier result (with a note) instead of running it again, ends the run when the model keeps
     repeating itself, and asks ``approve(name, args)`` before expensive calls when given.
 
-    One instance serves one run at a time; :class:`~triscale.agents.graph.ScienceAgent` sets :attr:`log` and
-    :attr:`on_event` before each run and state is reset in ``before_agent``.
+    Settings live on the instance; everything a run accumulates (its provenance log, event callback, repeated
+    and failed calls, counters) is the :class:`~triscale.agents.context.RunState` in the run's LangGraph context
+    (:meth:`state`), so one instance serves every run of an agent.
     """
 
     def __init__(
@@ -84,41 +86,34 @@ class TriScaleMiddleware(AgentMiddleware):
         approve: Callable[[str, dict[str, Any]], bool] | None = None,
         expensive: Callable[[str, dict[str, Any]], bool] = is_expensive,
         select: Callable[[str, list[str]], list[str]] | None = None,
+        max_failures: int = 3,
+        verbatim: bool = True,
+        route: str = "keywords",
+        max_wall_s: float | None = None,
     ):
         super().__init__()
+        self.max_wall_s = max_wall_s
+        self.route = route
         self.select = select
+        self.max_failures = max_failures
+        self.verbatim = verbatim
         self.max_repeats = max_repeats
         self.approve = approve
         self.expensive = expensive
-        self.log = None
-        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
-        self.reset()
+        self.default_state = RunState()  # used when a run passes no RunContext
 
-    def reset(self) -> None:
-        self.seen: dict[str, dict[str, Any]] = {}
-        self.n_ok = 0  # successful tool calls so far: a failed call may be retried once something succeeded
-        self.computed = False  # a tool other than a structure builder succeeded
-        self.narrowed = False  # the tool selection matched the question (only then is a computation required)
-        self._order: list[str] = []  # the tool-call ids of the latest model turn, in the model's order
-        self._done: set[str] = set()
-        self._cond = threading.Condition()
-        self.turns = 0
-        self.stop_reason = "answered"
-        self.n_tool_calls = 0
-
-    def _emit(self, kind: str, **data: Any) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(kind, data)
-            except Exception:  # a display problem must not end the run
-                pass
+    def state(self, runtime: Any) -> RunState:
+        """The state of the run ``runtime`` belongs to (its ``RunContext``)."""
+        st = getattr(getattr(runtime, "context", None), "state", None)
+        return st if isinstance(st, RunState) else self.default_state
 
     # ------------------------------------------------------------------ hooks
     def before_agent(self, state, runtime) -> None:
-        self.reset()
+        if getattr(getattr(runtime, "context", None), "state", None) is None:
+            self.default_state = RunState()  # a run without a context starts from a clean default
         return None
 
-    def _selected(self, request: ModelRequest) -> ModelRequest:
+    def _selected(self, request: ModelRequest, st: RunState) -> ModelRequest:
         """Only the schemas of the tools the latest question calls for (``select``); all when none match."""
         from langchain_core.messages import HumanMessage
 
@@ -126,53 +121,116 @@ class TriScaleMiddleware(AgentMiddleware):
             (message_text(m.content) for m in reversed(request.messages) if isinstance(m, HumanMessage)), ""
         )
         names = [getattr(t, "name", None) for t in request.tools]
-        keep = set(self.select(question, [n for n in names if n])) if question else set()
-        self.narrowed = bool(keep)
+        avail = [n for n in names if n]
+        keep = set(self.select(question, avail)) if question and self.route != "model" else set()
+        if question and (self.route in ("model", "both") or (self.route == "fallback" and not keep)):
+            if question not in st.routed:
+                from triscale.agents.select import model_route
+
+                t0 = time.monotonic()
+                st.routed[question] = model_route(request.model, question, avail)
+                if st.log is not None:
+                    st.log.write("route", tools=st.routed[question], wall_time_s=round(time.monotonic() - t0, 3))
+            keep |= set(st.routed[question])
+        st.narrowed = bool(keep)
         if not keep:
             return request
         return request.override(tools=[t for t, n in zip(request.tools, names, strict=True) if n is None or n in keep])
 
+    @staticmethod
+    def _question(request: ModelRequest) -> str:
+        from langchain_core.messages import HumanMessage
+
+        return next((message_text(m.content) for m in reversed(request.messages) if isinstance(m, HumanMessage)), "")
+
+    def _repaired(self, ai: AIMessage, question: str, st: RunState) -> AIMessage:
+        """Tool calls whose arguments say what the question says (:mod:`triscale.agents.verbatim`)."""
+        from triscale.agents.verbatim import question_facts, repair_call
+
+        facts = question_facts(question)
+        calls, changed = [], False
+        for tc in ai.tool_calls:
+            args, notes = repair_call(tc["name"], dict(tc.get("args") or {}), facts)
+            if notes:
+                changed = True
+                st.repairs.extend(f"{tc['name']}: {n}" for n in notes)
+                if st.log is not None:
+                    st.log.write(
+                        "guard", reason="arguments set to what the question states", tool=tc["name"], changes=notes
+                    )
+            calls.append({**tc, "args": args})
+        if not changed:
+            return ai
+        return AIMessage(content=ai.content, tool_calls=calls, id=ai.id, usage_metadata=ai.usage_metadata)
+
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]):
-        self.turns += 1
+        st = self.state(request.runtime)
+        if self.max_failures and st.failed_in_a_row >= self.max_failures:
+            # The model keeps making calls that fail (invented names, a mangled input): end the run here with
+            # a plain answer that says what failed, instead of letting it loop until the call limit.
+            st.stop_reason = "repeated_failures"
+            if st.log is not None:
+                st.log.write(
+                    "guard",
+                    reason=f"{st.failed_in_a_row} failed tool calls in a row; run ended",
+                    errors=st.failures[-self.max_failures :],
+                )
+            return ModelResponse(
+                result=[AIMessage(content=st.failure_summary(self.max_failures))], structured_response=None
+            )
+        if self.max_wall_s is not None and time.monotonic() - st.started > self.max_wall_s and st.turns:
+            st.stop_reason = "time_limit"
+            if st.log is not None:
+                st.log.write("guard", reason=f"run longer than {self.max_wall_s:g} s; run ended")
+            return ModelResponse(result=[AIMessage(content="")], structured_response=None)
+        st.turns += 1
         if self.select is not None:
-            request = self._selected(request)
+            request = self._selected(request, st)
         t0 = time.monotonic()
         response = handler(request)
         msgs = response.result if isinstance(response, ModelResponse) else [response]
         ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
         compute = [t for t in request.tools if getattr(t, "name", "") and not makes_structures_only(t.name)]
-        if self.narrowed and ai is not None and not ai.tool_calls and not self.computed and compute:
+        if st.narrowed and ai is not None and not ai.tool_calls and not st.computed and compute:
             # A small model that stops after building (or before any call) although the question asks for a
             # computation: ask once more with a call of a computing tool required (grammar-constrained locally).
-            if self.log is not None:
-                self.log.write("guard", reason="final answer before any computation; a tool call was required")
+            if st.log is not None:
+                st.log.write("guard", reason="final answer before any computation; a tool call was required")
             response = handler(request.override(tools=compute, tool_choice="any"))
             msgs = response.result if isinstance(response, ModelResponse) else [response]
             ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
         dt = time.monotonic() - t0
+        if self.verbatim and ai is not None and ai.tool_calls:
+            fixed = self._repaired(ai, self._question(request), st)
+            if fixed is not ai:
+                ai = fixed
+                msgs = [fixed if isinstance(m, AIMessage) else m for m in msgs]
+                response = ModelResponse(
+                    result=msgs,
+                    structured_response=response.structured_response if isinstance(response, ModelResponse) else None,
+                )
         if ai is not None and ai.tool_calls:
             repeats = [
                 tc
                 for tc in ai.tool_calls
-                if self.seen.get(canonical_call(tc["name"], tc.get("args") or {}), {}).get("count", 0)
-                >= self.max_repeats
+                if st.seen.get(canonical_call(tc["name"], tc.get("args") or {}), {}).get("count", 0) >= self.max_repeats
             ]
             if len(repeats) == len(ai.tool_calls):
                 # The model is looping on calls it has already made (and been told about): stop it here; the
                 # answer is assembled from the results it already has.
-                self.stop_reason = "repeated_calls"
-                if self.log:
-                    self.log.write(
+                st.stop_reason = "repeated_calls"
+                if st.log:
+                    st.log.write(
                         "guard",
                         reason="repeated identical tool calls; run ended",
                         calls=[{"name": t["name"], "args": t["args"]} for t in repeats],
                     )
                 ai = AIMessage(content=message_text(ai.content), id=ai.id)
                 response = ModelResponse(result=[ai], structured_response=None)
-        if self.log is not None and ai is not None:
-            self.log.write(
+        if st.log is not None and ai is not None:
+            st.log.write(
                 "model_turn",
-                turn=self.turns,
+                turn=st.turns,
                 wall_time_s=round(dt, 4),
                 n_messages_in=len(request.messages),
                 tools_offered=[getattr(t, "name", "?") for t in request.tools],
@@ -184,47 +242,48 @@ class TriScaleMiddleware(AgentMiddleware):
                 else False,
             )
         if ai is not None:
-            with self._cond:
-                self._order = [tc.get("id") or "" for tc in ai.tool_calls]
-                self._done = set()
-            self._emit("model", content=message_text(ai.content), tool_calls=list(ai.tool_calls))
+            with st.cond:
+                st.order = [tc.get("id") or "" for tc in ai.tool_calls]
+                st.done = set()
+            st.emit("model", content=message_text(ai.content), tool_calls=list(ai.tool_calls))
         return response
 
-    def _wait_turn(self, lc_id: str) -> None:
+    def _wait_turn(self, lc_id: str, st: RunState) -> None:
         """Run the calls of one model turn in the model's order (the tool node starts them in parallel): a
         model often builds a structure and uses its id in the same turn."""
-        with self._cond:
-            if lc_id not in self._order:
+        with st.cond:
+            if lc_id not in st.order:
                 return
-            before = self._order[: self._order.index(lc_id)]
-            self._cond.wait_for(lambda: all(i in self._done for i in before))
+            before = st.order[: st.order.index(lc_id)]
+            st.cond.wait_for(lambda: all(i in st.done for i in before))
 
-    def _mark_done(self, lc_id: str) -> None:
-        with self._cond:
-            self._done.add(lc_id)
-            self._cond.notify_all()
+    def _mark_done(self, lc_id: str, st: RunState) -> None:
+        with st.cond:
+            st.done.add(lc_id)
+            st.cond.notify_all()
 
     def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]):
+        st = self.state(request.runtime)
         tc = request.tool_call
         lc_id = tc.get("id") or ""
-        self._wait_turn(lc_id)
+        self._wait_turn(lc_id, st)
         try:
-            return self._tool_call(request, handler)
+            return self._tool_call(request, handler, st)
         finally:
-            self._mark_done(lc_id)
+            self._mark_done(lc_id, st)
 
-    def _tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]):
+    def _tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any], st: RunState):
         tc = request.tool_call
         name, args, lc_id = tc["name"], dict(tc.get("args") or {}), tc.get("id") or ""
         key = canonical_call(name, args)
-        self._emit("tool_start", name=name, args=args)
+        st.emit("tool_start", name=name, args=args)
         t0 = time.monotonic()
 
         def done(msg: ToolMessage, note: str | None = None) -> ToolMessage:
             dt = time.monotonic() - t0
             ok = msg.status != "error" and isinstance(msg.artifact, dict)
-            if self.log is not None:
-                self.log.tool_call(
+            if st.log is not None:
+                st.log.tool_call(
                     name=name,
                     args=args,
                     lc_id=lc_id,
@@ -234,7 +293,7 @@ class TriScaleMiddleware(AgentMiddleware):
                     content=message_text(msg.content),
                     note=note,
                 )
-            self._emit(
+            st.emit(
                 "tool_end",
                 name=name,
                 args=args,
@@ -245,8 +304,8 @@ class TriScaleMiddleware(AgentMiddleware):
             )
             return msg
 
-        prev = self.seen.get(key)
-        if prev is not None and not prev["ok"] and self.n_ok > prev["n_ok"]:
+        prev = st.seen.get(key)
+        if prev is not None and not prev["ok"] and st.n_ok > prev["n_ok"]:
             prev = None  # it failed before something else succeeded (e.g. the structure it needs): try again
         if prev is not None:
             prev["count"] += 1
@@ -265,8 +324,8 @@ class TriScaleMiddleware(AgentMiddleware):
                 ok = bool(self.approve(name, args))
             except (EOFError, KeyboardInterrupt):
                 ok = False
-            if self.log is not None:
-                self.log.write("approval", name=name, args=args, approved=ok)
+            if st.log is not None:
+                st.log.write("approval", name=name, args=args, approved=ok)
             if not ok:
                 return done(
                     ToolMessage(
@@ -278,7 +337,7 @@ class TriScaleMiddleware(AgentMiddleware):
                     ),
                     note="not approved",
                 )
-        self.n_tool_calls += 1
+        st.n_tool_calls += 1
         try:
             msg = handler(request)
         except GraphBubbleUp:
@@ -288,8 +347,13 @@ class TriScaleMiddleware(AgentMiddleware):
         if not isinstance(msg, ToolMessage):  # a Command: pass through unlogged
             return msg
         ok = msg.status != "error"
-        with self._cond:
-            self.n_ok += ok
-            self.computed = self.computed or (ok and not makes_structures_only(name))
-            self.seen[key] = {"count": 1, "content": message_text(msg.content)[:2000], "ok": ok, "n_ok": self.n_ok}
+        with st.cond:
+            if ok:
+                st.failed_in_a_row = 0
+            else:
+                st.failed_in_a_row += 1
+                st.failures.append(f"{name}({json.dumps(args, default=str)[:120]}): {message_text(msg.content)[:200]}")
+            st.n_ok += ok
+            st.computed = st.computed or (ok and not makes_structures_only(name))
+            st.seen[key] = {"count": 1, "content": message_text(msg.content)[:2000], "ok": ok, "n_ok": st.n_ok}
         return done(msg)

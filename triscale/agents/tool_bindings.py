@@ -36,8 +36,14 @@ def _call(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
         kwargs = {k: v for k, v in kwargs.items() if k != "name"}
     from triscale.agents.local_llm import repair_args
 
+    notes: list[str] = []
+    kwargs = _drop_invalid_choices(name, kwargs, notes)
+    if name == "reaction_energy" and isinstance(kwargs.get("reaction"), str):
+        kwargs = {**kwargs, "reaction": _reaction_with_ids(kwargs["reaction"], ws, notes)}
     try:
-        return call_tool(name, kwargs, ws)
+        result = call_tool(name, kwargs, ws)
+        result.notes.extend(notes)
+        return result
     except ToolError as e:
         sid = kwargs.get("structure_id")
         if not (isinstance(sid, str) and "Unknown structure" in str(e) and _CRYSTAL_NAME.fullmatch(sid.strip())):
@@ -49,6 +55,69 @@ def _call(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
         result = call_tool(name, {**kwargs, "structure_id": bulk.structure_id}, ws)
         result.notes.append(f"Built bulk {sid.strip()} ({bulk.formula}) as {bulk.structure_id} from {sid!r}.")
         return result
+
+
+def _drop_invalid_choices(name: str, kwargs: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """An optional argument whose value is not one of its schema's choices (a small model wrote
+    ``crystalstructure="cubic"``) is left out, so the tool's default applies, with a note; any other invalid
+    argument is left for the tool to refuse."""
+    from pydantic import ValidationError
+
+    from triscale.tools import get_tool
+
+    try:
+        model = get_tool(name).input_model
+        model.model_validate(kwargs)
+        return kwargs
+    except ValidationError as e:
+        errors = e.errors()
+    except Exception:
+        return kwargs
+    drop = set()
+    for err in errors:
+        key = err["loc"][0] if err.get("loc") else None
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None or field.is_required() or err.get("type") not in ("literal_error", "enum"):
+            return kwargs
+        drop.add(key)
+    for key in sorted(drop):
+        notes.append(f"{key}={kwargs[key]!r} is not one of its choices; left out (the default applies).")
+    return {k: v for k, v in kwargs.items() if k not in drop}
+
+
+_RXN_ARROW = re.compile(r"\s*(?:<=>|->|→|=>)\s*")
+_RXN_COEF = re.compile(r"^(\d+(?:\.\d+)?)\s+(.+)$")
+_RXN_PHASE = re.compile(r"\s*(?:\((?:g|gas)\)|\bgas)$", re.I)
+
+
+def _reaction_with_ids(reaction: str, ws: Workspace, notes: list[str]) -> str:
+    """A reaction whose SMILES species (``C=C``, ``OC(=O)O``: the tool reads a bare '=' as an arrow) are built
+    first and written as their structure ids, and whose names drop a phase word ('Hydrogen gas', 'CO2(g)')."""
+    sides = _RXN_ARROW.split(reaction.strip())
+    if len(sides) != 2:
+        return reaction
+    out_sides = []
+    changed = False
+    for side in sides:
+        terms = []
+        for term in re.split(r"\s+\+\s+", side.strip()):
+            m = _RXN_COEF.match(term.strip())
+            coef, species = (m.group(1) + " ", m.group(2).strip()) if m else ("", term.strip())
+            bare = _RXN_PHASE.sub("", species).strip() or species
+            if re.search(r"[=#\[\]()]", bare) and " " not in bare:
+                try:
+                    built = call_tool("build_molecule", {"smiles": bare}, ws)
+                except ToolError:
+                    terms.append(coef + species)
+                    continue
+                notes.append(f"Species {bare!r} built from its SMILES as {built.structure_id}.")
+                terms.append(coef + built.structure_id)
+                changed = True
+            else:
+                changed = changed or bare != species
+                terms.append(coef + bare)
+        out_sides.append(" + ".join(terms))
+    return " -> ".join(out_sides) if changed else reaction
 
 
 _CRYSTAL_NAME = re.compile(r"(?:[A-Z][a-z]?\d*){1,3}")  # 'Cu', 'Si', 'NaCl', 'MgO', 'GaAs'

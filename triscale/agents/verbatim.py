@@ -1,0 +1,204 @@
+"""What the user typed reaches the tools verbatim.
+
+A 1.5B model retypes what it reads: given ``[C-]#[O+]`` it passed ``C-]#[O+]``; asked for a Gibbs energy at
+800 K it left the temperature at its default; asked for GFN1-xTB it wrote ``gfn2-xtb``. This module reads the
+facts a question states (SMILES strings, temperatures, the method and basis set named) and checks each tool call
+against them before it runs: a mangled SMILES is replaced by the question's own string, a temperature the
+question gives is passed, the method and basis the question names are used. Every change is reported (the
+middleware logs it), and nothing is changed when the question is ambiguous (two temperatures, two methods).
+
+The argument rules are generic over the tool schemas (a tool that has ``temperature_K``, ``calculator``,
+``smiles``, or a boolean option whose own name the question uses, e.g. ``free_energy`` in "Gibbs free energy of
+reaction"); the vocabulary is only method and basis-set names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["QuestionFacts", "question_facts", "repair_call"]
+
+# Method names as users write them -> the calculator name the tools accept. 'HF' alone is not read as
+# Hartree-Fock (it is also hydrogen fluoride); 'scan' is an English word.
+_METHODS: list[tuple[str, str]] = [
+    (r"\bgfn\s*-?\s*2(?:\s*-?\s*xtb)?\b", "gfn2-xtb"),
+    (r"\bgfn\s*-?\s*1(?:\s*-?\s*xtb)?\b", "gfn1-xtb"),
+    (r"\bhartree[\s-]*fock\b|\b[ru]?hf/", "hf"),
+    (r"\bemt\b|\beffective[- ]medium", "emt"),
+    (r"\bchgnet\b", "chgnet"),
+    (r"\bb3lyp\b", "b3lyp"),
+    (r"\bpbe0\b", "pbe0"),
+    (r"\bpbe\b(?!0)", "pbe"),
+    (r"\bblyp\b", "blyp"),
+    (r"\bbp86\b", "bp86"),
+    (r"\btpss\b", "tpss"),
+    (r"\br2scan\b", "r2scan"),
+    (r"\bm06-2x\b", "m06-2x"),
+    (r"\bwb97x\b|\bωb97x\b", "wb97x"),
+]
+_BASIS = re.compile(
+    r"(?<![\w-])(sto-\d+g|\d-\d+\+*g\*{0,2}(?:\([dfp, ]+\))?|def2-[a-z]+|(?:aug-)?cc-p[a-z]+)(?![\w-])", re.I
+)
+_TEMP = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:K|kelvin)\b")
+_SMILES_CHARS = re.compile(r"[\[\]=#()@/\\]")
+_STRIP = ".,;:?!'\"`"
+
+
+@dataclass
+class QuestionFacts:
+    smiles: list[str] = field(default_factory=list)
+    temperatures: list[float] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    bases: list[str] = field(default_factory=list)
+    words: set[str] = field(default_factory=set)
+    text: str = ""
+
+
+def _parses(token: str) -> bool:
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    return bool(token) and Chem.MolFromSmiles(token) is not None
+
+
+def _strip(tok: str) -> str:
+    tok = tok.strip(_STRIP)
+    # a closing bracket belongs to the SMILES only when it is balanced
+    while tok and tok[-1] in ")]" and tok.count(tok[-1]) > tok.count("(" if tok[-1] == ")" else "["):
+        tok = tok[:-1].rstrip(_STRIP)
+    return tok
+
+
+def question_facts(question: str) -> QuestionFacts:
+    """The SMILES, temperatures, methods and basis sets a question states."""
+    facts = QuestionFacts(text=question)
+    tokens = question.split()
+    for i, raw in enumerate(tokens):
+        tok = _strip(raw)
+        after_word = i > 0 and tokens[i - 1].strip(_STRIP).lower() in ("smiles", "smiles:")
+        if after_word or _SMILES_CHARS.search(tok):
+            if tok and tok not in facts.smiles and re.search(r"[A-Za-z]", tok) and _parses(tok):
+                if after_word or not re.fullmatch(r"[A-Za-z]+", tok):
+                    facts.smiles.append(tok)
+    facts.temperatures = list(dict.fromkeys(float(m.group(1)) for m in _TEMP.finditer(question)))
+    low = question.lower()
+    for pattern, name in _METHODS:
+        if re.search(pattern, low) and name not in facts.methods:
+            facts.methods.append(name)
+    facts.bases = list(dict.fromkeys(m.group(1).lower() for m in _BASIS.finditer(question)))
+    facts.words = set(re.findall(r"[a-z]{3,}", low))
+    return facts
+
+
+def _stated(text: str, question: str) -> bool:
+    """Whether ``text`` stands in the question as written: a whole word or phrase, not a piece of a longer token
+    ('C-]#[O+]' is a piece of '[C-]#[O+]')."""
+    edge = r"[\w\[\]=#@+\-/\\]"
+    return re.search(rf"(?<!{edge}){re.escape(text.strip())}(?!{edge})", question, re.I) is not None
+
+
+def _fields(tool: Any) -> dict[str, Any]:
+    return dict(tool.input_model.model_fields) if tool is not None else {}
+
+
+def _method_of(calc: Any) -> str | None:
+    if isinstance(calc, str):
+        return calc.strip().lower()
+    if isinstance(calc, dict):
+        m = calc.get("method")
+        return str(m).strip().lower() if m is not None else None
+    return None
+
+
+_PYSCF_NAMES = {"hf", "dft", "b3lyp", "pbe", "pbe0", "blyp", "bp86", "tpss", "r2scan", "m06-2x", "wb97x"}
+
+
+def _same_method(a: str | None, b: str, calc: Any = None) -> bool:
+    if isinstance(calc, dict) and str(calc.get("functional") or "").lower() == b:
+        return True
+    if a is None:
+        return False
+    norm = a.replace("_", "-").replace(" ", "")
+    return norm == b or norm.replace("-", "") == b.replace("-", "")
+
+
+def repair_call(name: str, args: dict[str, Any], facts: QuestionFacts, tool: Any = None) -> tuple[dict, list[str]]:
+    """``args`` of one call of tool ``name`` checked against what the question states; returns the arguments to
+    run and one line per change."""
+    if tool is None:
+        from triscale.tools import list_tools
+
+        tool = next((t for t in list_tools() if t.name == name), None)
+    fields = _fields(tool)
+    out = dict(args)
+    notes: list[str] = []
+
+    # SMILES: the question's own string, never a retyped one
+    if "smiles" in fields and facts.smiles:
+        given = out.get("smiles")
+        name_arg = out.get("name")
+        if isinstance(given, str) and given not in facts.smiles:
+            best = difflib.get_close_matches(given, facts.smiles, n=1, cutoff=0.5)
+            if best or len(facts.smiles) == 1:
+                fix = best[0] if best else facts.smiles[0]
+                out["smiles"] = fix
+                notes.append(f"smiles {given!r} -> {fix!r} (as written in the question)")
+        elif (
+            given is None and isinstance(name_arg, str) and not _stated(name_arg, facts.text) and len(facts.smiles) == 1
+        ):
+            # the model named the molecule itself (or mangled the SMILES into `name`): build what was given
+            out.pop("name")
+            out["smiles"] = facts.smiles[0]
+            notes.append(f"name {name_arg!r} -> smiles {facts.smiles[0]!r} (the question gives this SMILES)")
+
+    # temperature: the one the question states
+    if "temperature_K" in fields and len(facts.temperatures) == 1:
+        t = facts.temperatures[0]
+        cur = out.get("temperature_K")
+        default = fields["temperature_K"].default
+        try:
+            if cur is None and isinstance(default, int | float) and abs(float(default) - t) < 1e-9:
+                differs = False  # the default is what the question states
+            else:
+                differs = cur is None or abs(float(cur) - t) > 1e-9
+        except (TypeError, ValueError):
+            differs = True
+        if differs:
+            out["temperature_K"] = t
+            notes.append(f"temperature_K {cur!r} -> {t:g} (stated in the question)")
+
+    # boolean options whose own name the question uses ('free_energy' in "Gibbs free energy of reaction")
+    for key, f in fields.items():
+        if f.annotation is bool and f.default is False and key not in out:
+            words = [w for w in key.split("_") if len(w) >= 3]
+            phrase = r"\b" + r"[\s-]".join(words) + r"\b"
+            if words and re.search(phrase, facts.text.lower()):
+                out[key] = True
+                notes.append(f"{key} -> true (the question asks for it by name)")
+
+    # method and basis set the question names
+    if "calculator" in fields and len(facts.methods) == 1:
+        want = facts.methods[0]
+        calc = out.get("calculator")
+        if not _same_method(_method_of(calc), want, calc):
+            new = dict(calc) if isinstance(calc, dict) else {}
+            if want not in _PYSCF_NAMES:
+                new.pop("basis", None)
+                new.pop("functional", None)
+            new["method"] = want
+            out["calculator"] = new if len(new) > 1 else want
+            notes.append(f"calculator {calc!r} -> {out['calculator']!r} (the method the question names)")
+    if "calculator" in fields and len(facts.bases) == 1:
+        calc = out.get("calculator")
+        method = _method_of(calc)
+        if method in _PYSCF_NAMES:
+            new = dict(calc) if isinstance(calc, dict) else {"method": method}
+            if str(new.get("basis") or "").lower() != facts.bases[0]:
+                old = new.get("basis")
+                new["basis"] = facts.bases[0]
+                out["calculator"] = new
+                notes.append(f"basis {old!r} -> {facts.bases[0]!r} (the basis the question names)")
+    return out, notes
