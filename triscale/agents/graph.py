@@ -291,7 +291,7 @@ class ScienceAgent:
         """The calls the model made for one entity of a multi-entity question, run for the others
         (:func:`triscale.agents.entities.fan_out`), logged like the model's own calls."""
         from triscale.agents.entities import fan_out
-        from triscale.agents.tool_bindings import _call
+        from triscale.agents.tool_bindings import call_for_agent
         from triscale.tools import ToolError
 
         log = st.log
@@ -299,7 +299,7 @@ class ScienceAgent:
         def call(name: str, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
             t0 = time.monotonic()
             try:
-                result = _call(name, dict(args), self.workspace)
+                result = call_for_agent(name, dict(args), self.workspace)
             except ToolError as e:
                 log.tool_call(
                     name=name,

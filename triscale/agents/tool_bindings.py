@@ -17,10 +17,10 @@ from triscale.tools import ToolError, Workspace, call_tool, list_tools
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_core.tools import StructuredTool
 
-__all__ = ["make_langchain_tool", "langchain_tools"]
+__all__ = ["call_for_agent", "langchain_tools", "make_langchain_tool"]
 
 
-def _call(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
+def call_for_agent(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
     """``call_tool`` with one repair for language models: ``build_molecule`` given both a name and a SMILES
     builds from the name (models, small ones above all, often add a wrong SMILES from memory: 'caffeine' with
     'CCOOC'), and from the SMILES only if the name is unknown."""
@@ -134,7 +134,7 @@ def make_langchain_tool(name: str, workspace: Workspace | str) -> StructuredTool
 
     def _run(**kwargs: Any) -> tuple[str, dict[str, Any]]:
         try:
-            result = _call(tool.name, kwargs, ws)
+            result = call_for_agent(tool.name, kwargs, ws)
         except ToolError as e:
             raise ToolException(f"{tool.name} error: {e}") from None
         return result.content(), result.model_dump(mode="json")
