@@ -429,3 +429,15 @@ def test_export_overwrite_rules(seeded, call):
     (ws.root / "notes.xyz").write_text("mine")
     call("export_structure", structure_id="st2", path="notes.xyz", overwrite=True)
     assert ws.root.joinpath("notes.xyz").read_text().startswith("3\n")
+
+
+def test_reaction_arrows_and_smiles_double_bonds():
+    """'=' inside a SMILES (C=C) is a bond, not an arrow; ' = ' with spaces, '->', '=>', '→' and '<=>' are arrows."""
+    from triscale.tools.reactions import parse_reaction
+
+    assert parse_reaction("C=C + H2 -> CC") == ([(1.0, "C=C"), (1.0, "H2")], [(1.0, "CC")])
+    assert parse_reaction("2 H2 + O2 = 2 H2O") == ([(2.0, "H2"), (1.0, "O2")], [(2.0, "H2O")])
+    for arrow in ("->", "=>", "→", "<=>"):
+        assert parse_reaction(f"O=C=O + H2 {arrow} CO + O")[1] == [(1.0, "CO"), (1.0, "O")]
+    with pytest.raises(ToolInputError):
+        parse_reaction("C=C")  # no arrow at all

@@ -21,7 +21,8 @@ from triscale.tools.vibrations import vibrations
 
 __all__ = ["parse_reaction"]
 
-_ARROW = re.compile(r"\s*(?:->|=>|→|<=>|=)\s*")
+# A bare "=" is an arrow only with spaces around it: "C=C" is a SMILES double bond, "A + B = C" a reaction.
+_ARROW = re.compile(r"\s*(?:->|=>|→|<=>)\s*|\s+=\s+")
 
 EV_TO_KJ_PER_MOL = units.mol / units.kJ
 
