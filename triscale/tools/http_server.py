@@ -58,6 +58,7 @@ __all__ = [
     "require_web_stack",
     "error_response",
     "json_response",
+    "not_found",
     "MAX_BODY_BYTES",
     "REQUEST_TIMEOUT_S",
     "LOOPBACK_HOSTS",
@@ -242,6 +243,13 @@ class RequestGuard:
         await self.app(scope, replay, send)
 
 
+async def not_found(request: Any, exc: Exception):
+    """404/405 as the same JSON error shape as every other refusal."""
+    status = getattr(exc, "status_code", 404)
+    kind = "MethodNotAllowed" if status == 405 else "NotFound"
+    return error_response(status, f"no such endpoint: {request.method} {request.url.path}", kind)
+
+
 def make_app(
     workspace: Workspace | str,
     *,
@@ -372,11 +380,6 @@ def make_app(
         except ToolError as e:
             return error_response(400, str(e), type(e).__name__)
         return json_response(200, {"ok": True, **answer})
-
-    async def not_found(request: Any, exc: Exception):
-        status = getattr(exc, "status_code", 404)
-        kind = "MethodNotAllowed" if status == 405 else "NotFound"
-        return error_response(status, f"no such endpoint: {request.method} {request.url.path}", kind)
 
     routes = [
         Route("/health", health, methods=["GET"]),

@@ -46,6 +46,7 @@ from triscale.tools.http_server import (
     TriscaleServer,
     error_response,
     json_response,
+    not_found,
     require_web_stack,
 )
 from triscale.tools.worker import CancelToken
@@ -694,11 +695,6 @@ def make_web_app(
         if not path.is_file():
             return error_response(404, f"{request.path_params['path']!r} is not a file", "NotFound")
         return FileResponse(path, filename=path.name)
-
-    async def not_found(request: Any, exc: Exception):
-        status = getattr(exc, "status_code", 404)
-        kind = "MethodNotAllowed" if status == 405 else "NotFound"
-        return error_response(status, f"no such endpoint: {request.method} {request.url.path}", kind)
 
     routes = [
         Route("/", index, methods=["GET"]),
