@@ -168,3 +168,19 @@ def test_spectrum_and_orbital_level_plots(web, script):
         assert spectrum.status_code == 200 and b"<svg" in spectrum.content and b"ZPE" in spectrum.content
         levels = c.get(orb["plot"])
         assert levels.status_code == 200 and b"<svg" in levels.content and b"gap" in levels.content
+
+
+def test_pictures_a_tool_draws_are_shown(web, script):
+    """A tool that draws its own picture (simulate_pde's field snapshots) gets it inline, served from the session's
+    workspace."""
+    script.turns = [
+        {"tool": "simulate_pde", "args": {"pde": "burgers", "resolution": 64, "t_final": 0.05, "n_snapshots": 2}},
+        "Done.",
+    ]
+    with httpx.Client(base_url=web.url, timeout=60) as c:
+        ask_id = c.post("/api/ask", json={"question": "Burgers equation"}).json()["ask_id"]
+        end = next(e for e in _events(c, ask_id, timeout=300) if e["type"] == "tool_end")
+        assert end["ok"], end
+        assert end["image"] and end["image"].startswith("/api/files/") and end["image"].endswith(".png")
+        png = c.get(end["image"])
+        assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"

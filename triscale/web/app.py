@@ -81,10 +81,30 @@ AgentFactory = Callable[[Workspace], Any]
 # --------------------------------------------------------------------------- questions and sessions
 
 
+#: Result fields that name a picture the tool drew itself (PDE fields, a campaign's progress), shown inline.
+IMAGE_FIELDS = ("plot_file", "png_path")
+
+
+def result_image(result: dict[str, Any], root: Path | None) -> str | None:
+    """The URL of a PNG a tool wrote into the workspace and named in its result, or None."""
+    for key in IMAGE_FIELDS:
+        value = result.get(key)
+        if not isinstance(value, str) or not value.endswith(".png"):
+            continue
+        path = Path(value)
+        if path.is_absolute():
+            if root is None or not path.resolve().is_relative_to(Path(root).resolve()):
+                continue
+            path = path.resolve().relative_to(Path(root).resolve())
+        return f"/api/files/{path.as_posix()}"
+    return None
+
+
 class Ask:
     """One question: its events (kept, so a reloaded page replays them), cancel token and state."""
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, root: Path | None = None) -> None:
+        self.root = root  # the session's workspace: image files named in results are served from it
         self.id = uuid.uuid4().hex[:12]
         self.question = question
         self.events: list[dict[str, Any]] = []
@@ -126,6 +146,7 @@ class Ask:
                 call_id=art.get("call_id") if art else None,
                 structure_ids=structure_ids(art) if art else [],
                 plot=f"/api/plot/{art['call_id']}.svg" if art and data["name"] in PLOTTED else None,
+                image=result_image(art, self.root) if art else None,
                 trajectory=art.get("trajectory_file") if art else None,
             )
 
@@ -254,7 +275,7 @@ class Workbench:
         with session.lock:
             if session.current is not None and not session.current.done:
                 raise RuntimeError("a question is still running in this session; wait or cancel it")
-            ask = Ask(question)
+            ask = Ask(question, session.workspace.root)
             session.asks[ask.id] = ask
             session.current = ask
         threading.Thread(target=self._run, args=(session, ask), name=f"triscale-web-{ask.id}", daemon=True).start()

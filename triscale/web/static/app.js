@@ -171,6 +171,7 @@ function onEvent(ev) {
     if (ev.structure_ids && ev.structure_ids.length) box.append(el("div", { class: "dim" }, "structures: ", ...ev.structure_ids.flatMap((s, i) => (i ? [" ", sidLink(s)] : [sidLink(s)]))));
     if (ev.trajectory) box.append(el("div", {}, el("a", { class: "sid", onclick: () => showTrajectory(ev.trajectory), text: "▶ play trajectory" })));
     if (ev.plot) box.append(el("img", { class: "plot", src: ev.plot, alt: `${ev.name} plot` }));
+    if (ev.image) box.append(el("img", { class: "plot", src: ev.image, alt: `${ev.name} picture` }));
     for (const n of ev.notes || []) box.append(el("div", { class: "dim", text: `note: ${n}` }));
     scroll();
   } else if (ev.type === "answer") {
