@@ -210,13 +210,13 @@ def test_model_routing_from_registry_descriptions(make_agent):
 
 def test_reaction_species_as_users_write_them(agent_ws):
     """'=' inside a SMILES is not an arrow, and 'Hydrogen gas' is hydrogen (ChemGraph's reaction phrasing)."""
-    from triscale.agents.tool_bindings import _call, _reaction_with_ids
+    from triscale.agents.tool_bindings import _reaction_with_ids, call_for_agent
 
     notes = []
     text = _reaction_with_ids("C=C + Hydrogen gas -> CC", agent_ws, notes)
     assert text.endswith(" + Hydrogen -> CC") and text.startswith("st") and "built from its SMILES" in notes[0]
     assert _reaction_with_ids("2 H2 + O2 -> 2 H2O", agent_ws, []) == "2 H2 + O2 -> 2 H2O"
-    r = _call("reaction_energy", {"reaction": "Ethene + Hydrogen gas -> Ethane", "calculator": "gfn2-xtb"}, agent_ws)
+    r = call_for_agent("reaction_energy", {"reaction": "Ethene + Hydrogen gas -> Ethane", "calculator": "gfn2-xtb"}, agent_ws)
     assert -2.6 < r.reaction_energy_eV < -1.8  # ethene hydrogenation, GFN2-xTB (-2.24 eV in tuning.json)
 
 
