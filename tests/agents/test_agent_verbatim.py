@@ -216,7 +216,8 @@ def test_reaction_species_as_users_write_them(agent_ws):
     text = _reaction_with_ids("C=C + Hydrogen gas -> CC", agent_ws, notes)
     assert text.endswith(" + Hydrogen -> CC") and text.startswith("st") and "built from its SMILES" in notes[0]
     assert _reaction_with_ids("2 H2 + O2 -> 2 H2O", agent_ws, []) == "2 H2 + O2 -> 2 H2O"
-    r = call_for_agent("reaction_energy", {"reaction": "Ethene + Hydrogen gas -> Ethane", "calculator": "gfn2-xtb"}, agent_ws)
+    args = {"reaction": "Ethene + Hydrogen gas -> Ethane", "calculator": "gfn2-xtb"}
+    r = call_for_agent("reaction_energy", args, agent_ws)
     assert -2.6 < r.reaction_energy_eV < -1.8  # ethene hydrogenation, GFN2-xTB (-2.24 eV in tuning.json)
 
 
