@@ -133,6 +133,46 @@ def _plan_item(rec: ToolRecord) -> ResultItem:
     )
 
 
+def _campaign_items(rec: ToolRecord, top: int = 5) -> list[ResultItem]:
+    """An active-learning campaign's answer: the best candidates found, ranked, with their reference values, then
+    the committee's proposal for the unlabelled ones (prediction ± calibrated spread)."""
+    r = rec.result
+    prop, unit = split_unit(str(r.get("objective", "value")))
+    unit = unit or r.get("unit")
+    calls = [rec.call_id] if rec.call_id else []
+    best = list(r.get("best") or [])[:top]
+    items = [
+        ResultItem(
+            property="best candidates",
+            value=", ".join(str(b.get("name")) for b in best),
+            method=f"{r.get('reference', '')} labels, {r.get('labels_spent', '?')} of {r.get('budget', '?')} spent",
+            tool_calls=calls,
+        )
+    ]
+    for b in best:
+        items.append(
+            ResultItem(
+                property=f"{prop} of {b.get('name')}",
+                value=float(b["value"]),
+                unit=unit,
+                method=str(r.get("reference", "")),
+                tool_calls=calls,
+            )
+        )
+    for p in list(r.get("proposal") or [])[:top]:
+        items.append(
+            ResultItem(
+                property=f"predicted {prop} of {p.get('name')} (not computed)",
+                value=float(p["predicted"]),
+                unit=unit,
+                method=f"committee ({r.get('acquisition', '')})",
+                uncertainty=float(p["sigma"]) if p.get("sigma") is not None else None,
+                tool_calls=calls,
+            )
+        )
+    return items
+
+
 def answer_fields(name: str) -> tuple[str, ...] | None:
     """The result fields that answer the usual question of a registered tool (``register(..., answer_fields=)``);
     None for a tool outside the registry or one that declares none."""
@@ -324,6 +364,9 @@ def results_from_records(records: list[ToolRecord], question: str = "", workspac
     for rec in use:
         if rec.name == "plan_experiments":
             items.append(_plan_item(rec))
+            continue
+        if rec.name == "run_campaign":
+            items.extend(_campaign_items(rec))
             continue
         fields = answer_fields(rec.name)
         if fields is None:  # unknown tool: every scalar with a unit suffix

@@ -16,8 +16,8 @@ for ``"maximize"``):
 - ``greedy``: ``-mu``
 
 The top ``batch_size`` candidates by score form the proposed batch. Registered in the tool registry as
-``plan_experiments``; an active-learning loop (label the batch with a reference method, fine-tune, re-rank) is
-not part of this tool.
+``plan_experiments``; the loop (label the batch with a reference method, fine-tune, re-rank) is its sibling
+``run_campaign`` below.
 """
 
 from __future__ import annotations
