@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from triscale.common import atomic_write_json, atomic_write_text
 from triscale.tools.errors import ToolError, ToolInputError
+from triscale.tools.workflows import read_text_file
 from triscale.tools.workspace import Workspace
 
 __all__ = [
@@ -87,21 +88,7 @@ class CampaignSummary(BaseModel):
 
 # ---------------------------------------------------------------------------------------------------- items
 def _read_items_file(path: Path) -> list[CampaignItem]:
-    try:
-        if not path.is_file():
-            raise ToolInputError(f"Items file {str(path)!r} does not exist (or is not a regular file).")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_ITEMS_BYTES + 1)
-    except OSError as e:
-        raise ToolInputError(f"Items file {str(path)!r} cannot be read ({e.strerror or type(e).__name__}).") from None
-    if len(raw) > MAX_ITEMS_BYTES:
-        raise ToolInputError(f"Items file {str(path)!r} is larger than {MAX_ITEMS_BYTES >> 20} MiB.")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ToolInputError(f"Items file {str(path)!r} is not UTF-8 text.", hint="One item per line.") from None
-    if "\x00" in text:
-        raise ToolInputError(f"Items file {str(path)!r} is not a text file (it contains NUL bytes).")
+    text = read_text_file(path, "Items file", MAX_ITEMS_BYTES, "One item per line.")
     items: list[CampaignItem] = []
     for line in text.splitlines():
         line = line.strip()

@@ -56,6 +56,7 @@ __all__ = [
     "WorkflowRun",
     "WorkflowStep",
     "load_workflow",
+    "read_text_file",
     "resolve_references",
     "run_workflow",
     "workflow_workspace",
@@ -241,25 +242,31 @@ def _check_yaml_size(p: Path, root: yaml.Node) -> None:
     size(root)
 
 
-def _read_yaml(p: Path) -> Any:
-    """Read a workflow file safely: size-limited, UTF-8 text, bounded alias expansion, safe constructors."""
+def read_text_file(p: Path, what: str, max_bytes: int, hint: str) -> str:
+    """A small user-named text file, read safely: a regular file, at most ``max_bytes`` (read no further), UTF-8,
+    no NUL bytes; every refusal a ToolInputError that names the file, never its contents."""
     try:
         if not p.is_file():
-            raise ToolInputError(f"Workflow file {str(p)!r} does not exist (or is not a regular file).")
+            raise ToolInputError(f"{what} {str(p)!r} does not exist (or is not a regular file).")
         with open(p, "rb") as f:
-            raw = f.read(MAX_WORKFLOW_BYTES + 1)
+            raw = f.read(max_bytes + 1)
     except OSError as e:
-        raise ToolInputError(f"Workflow file {str(p)!r} cannot be read ({e.strerror or type(e).__name__}).") from None
-    if len(raw) > MAX_WORKFLOW_BYTES:
-        raise ToolInputError(f"Workflow file {str(p)!r} is larger than {MAX_WORKFLOW_BYTES // 1024} KiB.")
+        raise ToolInputError(f"{what} {str(p)!r} cannot be read ({e.strerror or type(e).__name__}).") from None
+    if len(raw) > max_bytes:
+        size = f"{max_bytes >> 20} MiB" if max_bytes % (1 << 20) == 0 else f"{max_bytes // 1024} KiB"
+        raise ToolInputError(f"{what} {str(p)!r} is larger than {size}.")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ToolInputError(
-            f"Workflow file {str(p)!r} is not a text (UTF-8) file.", hint="Pass a YAML workflow file."
-        ) from None
+        raise ToolInputError(f"{what} {str(p)!r} is not a text (UTF-8) file.", hint=hint) from None
     if "\x00" in text:
-        raise ToolInputError(f"Workflow file {str(p)!r} is not a text file (it contains NUL bytes).")
+        raise ToolInputError(f"{what} {str(p)!r} is not a text file (it contains NUL bytes).", hint=hint)
+    return text
+
+
+def _read_yaml(p: Path) -> Any:
+    """Read a workflow file safely: size-limited, UTF-8 text, bounded alias expansion, safe constructors."""
+    text = read_text_file(p, "Workflow file", MAX_WORKFLOW_BYTES, "Pass a YAML workflow file.")
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
