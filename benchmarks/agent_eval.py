@@ -59,6 +59,15 @@ TASKS = Path(__file__).parent / "agent_tasks" / "public.json"
 REL_TOL = 0.05
 
 
+def _print_row(r: dict, width: int) -> None:
+    """One progress line per task: id, status, latency, tool calls and what was missing."""
+    print(
+        f"{r['id']:24s} {r['status']:6s} {r.get('latency_s', 0):7.1f} s  calls={r.get('tool_calls', '-')}  "
+        f"{'; '.join(r.get('missing', []))[:width]}",
+        flush=True,
+    )
+
+
 def chemgraph_path() -> Path | None:
     """ChemGraph's ground_truth.json: $TRISCALE_CHEMGRAPH_EVAL, else ``shared/peer-evals/chemgraph/`` in a folder
     above this checkout (the layout of the project's work tree)."""
@@ -405,12 +414,7 @@ def run_chemgraph(
                     "latency_s": round(time.monotonic() - t0, 2),
                 }
             )
-        r = rows[-1]
-        print(
-            f"{r['id']:24s} {r['status']:6s} {r.get('latency_s', 0):7.1f} s  calls={r.get('tool_calls', '-')}  "
-            f"{'; '.join(r.get('missing', []))[:200]}",
-            flush=True,
-        )
+        _print_row(rows[-1], 200)
     return rows
 
 
@@ -480,12 +484,7 @@ def run_tasks(
                     "latency_s": round(time.monotonic() - t0, 2),
                 }
             )
-        r = rows[-1]
-        print(
-            f"{r['id']:24s} {r['status']:6s} {r.get('latency_s', 0):7.1f} s  calls={r.get('tool_calls', '-')}  "
-            f"{'; '.join(r.get('missing', []))[:160]}",
-            flush=True,
-        )
+        _print_row(rows[-1], 160)
     return rows
 
 
