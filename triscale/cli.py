@@ -205,7 +205,6 @@ def plan(
     typer.echo(f"report: {Path(recipe.out) / 'report.md'}")
 
 
-
 @app.command()
 def mcp(
     workspace: Annotated[str, typer.Option(help="Workspace directory.")] = "workspace",
@@ -248,8 +247,6 @@ def serve(
     Checks Host (DNS rebinding), Origin, Content-Type and body size on every request, and a bearer token when
     one is given; refuses to bind beyond loopback without a token.
     """
-    from triscale.tools.errors import ToolError
-    from triscale.tools.http_server import is_loopback
     from triscale.tools.http_server import serve as run_server
 
     ask_handler = None
@@ -261,26 +258,48 @@ def serve(
         def ask_handler(question: str, session: str | None) -> dict:
             return science_agent.ask(question, thread_id=session).as_json()
 
+    _serve_until_stopped(
+        "serve",
+        run_server,
+        workspace,
+        host,
+        token,
+        auth_text="bearer token required",
+        ask=ask_handler,
+        port=port,
+        max_workers=max_workers,
+        allowed_hosts=allowed_host or None,
+        allowed_origins=allowed_origin or None,
+        request_timeout_s=request_timeout,
+    )
+
+
+def _serve_until_stopped(
+    command: str,
+    runner,
+    workspace: str,
+    host: str,
+    token: str | None,
+    *,
+    auth_text: str,
+    url_text: str = "{url}",
+    **options,
+) -> None:
+    """Run a server (``triscale serve`` / ``triscale web``) until Ctrl-C: its start line, and a refusal to start
+    (port taken, no token beyond loopback) as one line on stderr with exit code 2."""
+    from triscale.tools.errors import ToolError
+    from triscale.tools.http_server import is_loopback
+
     def ready(server) -> None:
         where = "" if is_loopback(host) else f", listening on {host}"
-        auth = ", bearer token required" if token else ""
-        typer.echo(f"triscale serve: {server.url} (workspace {workspace}{where}{auth}); Ctrl-C stops")
+        auth = f", {auth_text}" if token else ""
+        url = url_text.format(url=server.url)
+        typer.echo(f"triscale {command}: {url} (workspace {workspace}{where}{auth}); Ctrl-C stops")
 
     try:
-        run_server(
-            workspace,
-            host=host,
-            port=port,
-            token=token or None,
-            ask=ask_handler,
-            max_workers=max_workers,
-            allowed_hosts=allowed_host or None,
-            allowed_origins=allowed_origin or None,
-            request_timeout_s=request_timeout,
-            on_ready=ready,
-        )
+        runner(workspace, host=host, token=token or None, on_ready=ready, **options)
     except ToolError as e:
-        typer.echo(f"triscale serve: {e}", err=True)
+        typer.echo(f"triscale {command}: {e}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass
@@ -312,32 +331,22 @@ def web(
 
     Same checks as `triscale serve` (Host, Origin, token beyond loopback, body size, time limit).
     """
-    from triscale.tools.errors import ToolError
-    from triscale.tools.http_server import is_loopback
     from triscale.web.app import serve_web
 
-    def ready(server) -> None:
-        where = "" if is_loopback(host) else f", listening on {host}"
-        auth = ", token required" if token else ""
-        typer.echo(f"triscale web: open {server.url}/ (workspace {workspace}{where}{auth}); Ctrl-C stops")
-
-    try:
-        serve_web(
-            workspace,
-            host=host,
-            port=port,
-            token=token or None,
-            llm=llm,
-            max_workers=max_workers,
-            allowed_hosts=allowed_host or None,
-            request_timeout_s=request_timeout,
-            on_ready=ready,
-        )
-    except ToolError as e:
-        typer.echo(f"triscale web: {e}", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        pass
+    _serve_until_stopped(
+        "web",
+        serve_web,
+        workspace,
+        host,
+        token,
+        auth_text="token required",
+        url_text="open {url}/",
+        port=port,
+        llm=llm,
+        max_workers=max_workers,
+        allowed_hosts=allowed_host or None,
+        request_timeout_s=request_timeout,
+    )
 
 
 @app.command()
