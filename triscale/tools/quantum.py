@@ -53,7 +53,9 @@ class ElectronicStructureInput(ToolInput):
     max_scf_cycles: int = Field(200, ge=1, le=2000)
 
 
-class ElectronicStructureResult(ToolResult):
+class OrbitalLevels(ToolResult):
+    """The orbital fields both electronic_structure and its subset orbital_energies report."""
+
     structure_id: str
     formula: str
     method: str
@@ -62,9 +64,12 @@ class ElectronicStructureResult(ToolResult):
     lumo_eV: float | None
     gap_eV: float | None
     homo_index: int = Field(description="0-based index of the HOMO.")
-    n_ao: int = Field(description="Number of atomic orbitals (basis functions).")
     orbital_energies_eV: list[float] = Field(description="Window from HOMO-n_window+1 to LUMO+n_window-1.")
     occupations: list[float]
+
+
+class ElectronicStructureResult(OrbitalLevels):
+    n_ao: int = Field(description="Number of atomic orbitals (basis functions).")
     charges_e: list[float] | None = Field(None, description="Partial charges per atom (Mulliken-type).")
     dipole_e_A: list[float]
     dipole_magnitude_debye: float
@@ -389,23 +394,13 @@ class OrbitalInput(CalcInput):
         return {"method": v} if isinstance(v, str) else v
 
 
-class OrbitalResult(ToolResult):
+class OrbitalResult(OrbitalLevels):
     """The orbital fields of ``electronic_structure``'s result (same computation, same numbers)."""
 
-    structure_id: str
-    formula: str
-    method: str
-    energy_eV: float
-    homo_eV: float
-    lumo_eV: float | None
-    gap_eV: float | None
-    homo_index: int = Field(description="0-based index of the HOMO.")
     n_orbitals: int
-    orbital_energies_eV: list[float] = Field(description="Window from HOMO-n_window+1 to LUMO+n_window-1.")
-    occupations: list[float]
 
 
-_ORBITAL_FIELDS = set(OrbitalResult.model_fields) - {"n_orbitals"}
+_ORBITAL_FIELDS = set(OrbitalLevels.model_fields)
 
 
 @register(
