@@ -308,3 +308,11 @@ def test_vibrations_on_a_minimum_reuse_the_structure(ws, call, relaxed_water):
     r = call("vibrational_analysis", structure_id=sid, calculator="gfn2-xtb", fmax_eV_per_A=0.01, ir=False)
     assert r.structure_id == sid and r.parent_id is None and ws.count() == n
     assert r.ir_intensities_D2_per_A2_amu is None
+
+
+def test_thermochemistry_uses_the_calculations_spin(call):
+    # O2 built without a spin but computed as a triplet: the electronic entropy is R ln 3 (spin S = 1), the spin
+    # the calculation used, not the structure's 0.
+    sid = call("build_molecule", smiles="O=O").structure_id
+    r = call("thermochemistry", structure_id=sid, calculator={"method": "gfn2-xtb", "spin": 2}, optimize_first=False)
+    assert r.spin_S == 1.0

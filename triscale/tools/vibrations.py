@@ -17,7 +17,7 @@ from triscale.tools.calculation import (
     prepare,
     rounded,
 )
-from triscale.tools.calculators import CalculatorSpec
+from triscale.tools.calculators import CalculatorSpec, charge_spin
 from triscale.tools.errors import CalculationError, ToolInputError
 from triscale.tools.optimization import optimize
 
@@ -210,7 +210,8 @@ def thermochemistry(ctx: ToolContext, a: ThermoInput) -> ThermoResult:
     a = a.model_copy(update={"structure_id": sid0})
     sid, parent, atoms, spec, v = _vib_common(ctx, a)
     sigma = a.symmetry_number or v["symmetry_number"]
-    spin_s = int(atoms.info.get("spin", 0)) / 2.0
+    # The spin the calculation used (the method's spin if given, else the structure's), not the structure's alone.
+    spin_s = charge_spin(spec, atoms)[1] / 2.0
     n_true = _n_true(v["geometry"], len(atoms), False)
     e = np.asarray(v["vib_energies"], dtype=complex)
     sel = e[np.argsort((e**2).real)[len(e) - n_true :]] if n_true else e[:0]
