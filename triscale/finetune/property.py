@@ -106,13 +106,13 @@ class PropertyModel(nn.Module):
 
 def structure_batches(structures: Sequence, config, domain_index: int, batch_size: int):
     """Collated graphs of ASE structures (checked against the model's elements), ``batch_size`` at a time."""
-    from triscale.foundation.graph import atoms_to_graph, check_structure, collate
+    from triscale.foundation.graph import atoms_to_graph, check_model_input, collate
 
     structures = list(structures)
     for start in range(0, len(structures), batch_size):
         graphs = []
         for atoms in structures[start : start + batch_size]:
-            check_structure(atoms, config.supported_elements)
+            check_model_input(atoms, config.supported_elements)
             graphs.append(atoms_to_graph(atoms, config.cutoff, domain_index))
         yield collate(graphs)
 

@@ -12,7 +12,7 @@ from ase.calculators.calculator import Calculator, InputError, all_changes
 from ase.data import chemical_symbols
 
 from triscale.foundation import keys as K
-from triscale.foundation.graph import StructureError, atoms_to_graph, check_structure, collate, graph_to
+from triscale.foundation.graph import StructureError, atoms_to_graph, check_model_input, collate, graph_to
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -122,7 +122,7 @@ class TriScaleCalculator(Calculator):
 
     def _graph(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         try:
-            check_structure(atoms, self.config.supported_elements, self.max_atoms)
+            check_model_input(atoms, self.config.supported_elements, self.max_atoms)
         except StructureError as err:
             raise UnsupportedStructureError(str(err)) from None
         name = self.domain_of(atoms)

@@ -37,8 +37,9 @@ def neighbor_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     return edge_index, shifts.astype(np.float64)
 
 
-def check_structure(atoms: Atoms, supported: Sequence[int] | None = None, max_atoms: int | None = None) -> None:
-    """Raise :class:`StructureError` with a clear message for inputs no model should be asked about."""
+def check_model_input(atoms: Atoms, supported: Sequence[int] | None = None, max_atoms: int | None = None) -> None:
+    """Raise :class:`StructureError` for a structure this model cannot take (no atoms, too many, non-finite, a
+    degenerate cell, an element outside ``supported``). The general check is :func:`triscale.sanity.check_structure`."""
     n = len(atoms)
     if n == 0:
         raise StructureError("the structure has no atoms")

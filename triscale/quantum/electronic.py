@@ -53,7 +53,7 @@ __all__ = [
     "P_ORDER",
     "electronic_structure",
     "resolve_method",
-    "check_structure",
+    "check_quantum_input",
     "ase_calculator",
     "build_pyscf_mol",
     "make_pyscf_mf",
@@ -174,7 +174,7 @@ def resolve_method(
     return "dft", choice.functional or DEFAULT_FUNCTIONAL, basis
 
 
-def check_structure(atoms: Atoms, method: str, charge: int, spin: int) -> None:
+def check_quantum_input(atoms: Atoms, method: str, charge: int, spin: int) -> None:
     """Size, periodicity, coordinates and the charge/spin of ``atoms`` for a canonical ``method``."""
     n = len(atoms)
     if n == 0:
@@ -255,7 +255,7 @@ def electronic_structure(
     method, functional, basis = resolve_method(method, functional, basis)
     charge = int(atoms.info.get("charge", 0) if charge is None else charge)
     spin = int(atoms.info.get("spin", 0) if spin is None else spin)
-    check_structure(atoms, method, charge, spin)
+    check_quantum_input(atoms, method, charge, spin)
     key = cache_key(atoms, method, charge, spin, functional, basis, restricted)
     if use_cache:
         with _LOCK:
@@ -428,7 +428,7 @@ def ase_calculator(
     """The ASE calculator (energy, forces, stress for periodic xTB, dipole) for an xTB or PySCF method, set up
     exactly as :func:`electronic_structure` runs it. Call in a worker process: the imports are heavy."""
     method, functional, basis = resolve_method(method, functional, basis)
-    check_structure(atoms, method, charge, spin)
+    check_quantum_input(atoms, method, charge, spin)
     if method in XTB_METHODS:
         from tblite.ase import TBLite
 
