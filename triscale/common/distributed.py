@@ -95,7 +95,8 @@ def reduce_gradients(params: Iterable[torch.nn.Parameter], fraction: float, loss
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     weight = 0.0 if loss is None else float(fraction)
     flat = torch.cat([g.detach().reshape(-1).to(torch.float64) * weight for g in grads])
-    tail = torch.tensor([weight * (0.0 if loss is None else float(loss)), weight], dtype=torch.float64)
+    value = 0.0 if loss is None else float(loss)
+    tail = torch.tensor([weight * value, weight], dtype=torch.float64, device=flat.device)
     buf = torch.cat([flat, tail])
     torch.distributed.all_reduce(buf)
     total = float(buf[-1])
