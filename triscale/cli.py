@@ -84,11 +84,30 @@ def datagen(
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: the recipe's).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes, one thread each.")] = 1,
     limit: Annotated[int | None, typer.Option(help="Do at most N of the shards still to do.")] = None,
+    cluster: Annotated[
+        str | None, typer.Option(help="Run the shards as Dask tasks: local:N, tcp://HOST:PORT or jobqueue:CFG.yaml.")
+    ] = None,
 ) -> None:
     """Generate labelled pretraining data (GFN2-xTB molecules, CHGNet materials); resumes where it stopped."""
     from triscale.foundation.datagen import run_datagen_cli
 
-    run_datagen_cli(config, out=out, workers=workers, limit=limit)
+    if cluster is None:
+        run_datagen_cli(config, out=out, workers=workers, limit=limit)
+        return
+    from triscale.tools.campaigns import cluster_client
+    from triscale.tools.errors import ToolError
+
+    if workers > 1:
+        typer.echo("error: give --workers (a process pool here) or --cluster, not both", err=True)
+        raise typer.Exit(2)
+    for var, value in (("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")):
+        os.environ.setdefault(var, value)  # the local workers inherit them
+    try:
+        with cluster_client(cluster) as client:
+            run_datagen_cli(config, out=out, workers=1, limit=limit, client=client)
+    except ToolError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -237,3 +237,37 @@ def test_package_exports_its_public_names_and_conformers_are_seeded():
     b, _ = datagen.molecule_conformers(entry, 3, datagen.derive_seed(7, "etkdg", entry["group"]))
     assert kind == "etkdg" and 1 <= len(a) <= 3 and all(x.info == {} for x in a)  # bare frames, no charge/spin
     assert all(np.array_equal(x.positions, y.positions) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.slow  # the smoke recipe again on a 2-worker Dask LocalCluster: ~1 min of CPU
+def test_cluster_run_writes_the_same_shards_as_one_process(smoke, tmp_path):
+    """``triscale datagen --cluster local:2``: the shards as Dask tasks give byte-identical files (seeded)."""
+    pytest.importorskip("distributed")
+    from typer.testing import CliRunner
+
+    from triscale.cli import app
+
+    _, out, manifest = smoke
+    dask_out = tmp_path / "dask"
+    args = ["datagen", "--config", str(SMOKE), "--out", str(dask_out), "--cluster", "local:2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    again = json.loads((dask_out / "manifest.json").read_text())
+    assert again["complete"] and again["shards_done"] == manifest["shards_done"] == again["shards"]
+    shards = sorted(out.rglob("shard-*.extxyz"))
+    assert shards and sorted(dask_out.rglob("shard-*.extxyz")) == [dask_out / p.relative_to(out) for p in shards]
+    for path in shards:
+        assert (dask_out / path.relative_to(out)).read_bytes() == path.read_bytes(), path.name
+
+
+def test_cli_datagen_refuses_a_bad_cluster_and_workers_with_a_cluster(tmp_path):
+    from typer.testing import CliRunner
+
+    from triscale.cli import app
+
+    base = ["datagen", "--config", str(SMOKE), "--out", str(tmp_path / "x")]
+    bad = CliRunner().invoke(app, [*base, "--cluster", "yarn:3"])
+    assert bad.exit_code == 2 and "Unknown cluster 'yarn:3'" in bad.output
+    both = CliRunner().invoke(app, [*base, "--cluster", "local:2", "--workers", "2"])
+    assert both.exit_code == 2 and "not both" in both.output
+    assert not (tmp_path / "x").exists()  # nothing planned or written

@@ -120,3 +120,54 @@ def test_init_from_starts_at_the_given_weights(emt_data, tmp_path):
     other.model["hidden_channels"] = 16
     with pytest.raises((ValueError, RuntimeError)):
         pretrain(other)
+
+
+@pytest.mark.slow  # two 2-process launches (accelerate + gloo on CPU) and one in-process run: ~1-2 min wall
+def test_two_processes_match_one_process_and_resume(emt_data, tmp_path):
+    """``accelerate launch`` with 2 processes and the same global batch: the same losses and final weights as one
+    process (RTOL), one metrics.jsonl and checkpoint written by the main process, and a resume that goes on."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    pytest.importorskip("accelerate")
+    rtol = 1e-4  # float32 model; the processes sum the same terms in another order
+    root = Path(__file__).resolve().parents[2]
+    flat = dict(warmup_steps=0, min_lr_ratio=1.0, eval_every=12, checkpoint_every=3)  # constant lr: resumable
+    pretrain(_recipe(emt_data, tmp_path / "1", max_steps=12, **flat))
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(_recipe(emt_data, tmp_path / "2", **flat).model_dump(mode="json")))
+
+    def launch(steps: int) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port),
+               "-m", "triscale.cli", "pretrain", "--config", str(config), "--max-steps", str(steps)]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+
+    launch(6)
+    assert json.loads((tmp_path / "2" / "progress.json").read_text())["step"] == 6
+    launch(12)  # resumes at step 6
+    assert json.loads((tmp_path / "2" / "progress.json").read_text())["step"] == 12
+    rows = {d: [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "12"}
+    first = [r for r in rows["2"] if r["step"] == 1]
+    assert len(first) == 1  # one writer
+    assert first[0]["loss"] == pytest.approx(rows["1"][0]["loss"], rel=rtol)
+    one = json.loads((tmp_path / "1" / "test_metrics.json").read_text())["val/material"]
+    two = json.loads((tmp_path / "2" / "test_metrics.json").read_text())["val/material"]
+    for key in [k for k in one if "_mae_" in k] or ["missing"]:
+        assert two[key] == pytest.approx(one[key], rel=rtol), key
+    a = FoundationModel.from_pretrained(str(tmp_path / "1" / "final")).state_dict()
+    b = FoundationModel.from_pretrained(str(tmp_path / "2" / "final")).state_dict()
+    for name, t in a.items():
+        if t.is_floating_point():
+            assert torch.allclose(b[name], t, rtol=rtol, atol=1e-6), name

@@ -232,3 +232,69 @@ def test_jobqueue_config_renders_a_slurm_script(tmp_path):
     bad.write_text("kind: slurm\ncores: 4\nmemroy: 8GB\n")
     with pytest.raises(ToolInputError, match="memroy"):
         load_cluster_config(bad)
+
+
+@pytest.mark.slow  # ~60 items and three worker restarts: ~40 s wall on the shared 2 cores
+def test_workers_killed_with_many_items_in_flight_every_item_finishes_once(tmp_path):
+    """The 520-item benchmark stalled for good after one SIGKILL of a worker: the worker died inside a store write
+    and left ASE's lock file (``structures.db.lock``) that every other writer then waited for without limit.
+
+    Here 60 items are submitted at once to ``local:2`` and a worker running an unfinished item is SIGKILLed three
+    times mid-run; at the first kill the store is also left locked the way a kill inside that write leaves it.
+    The run must finish (the hang guard is generous) with every item recorded once, ``ok``, and each step's
+    calculation done once per item (one extra at most per kill, for the step it interrupted)."""
+    n, kills_at = 60, (10, 25, 40)
+    values = [round(3.45 + 0.005 * i, 3) for i in range(n)]
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(yaml.safe_dump(eos_campaign(name="many", items=values, retries=3)))
+    ws_dir = tmp_path / "ws"
+    idir = ws_dir / "campaigns" / "many" / "items"
+    cmd = [sys.executable, "-m", "triscale.cli", "run", str(wf), "--workspace", str(ws_dir), "--cluster", "local:2",
+           "--json"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TRISCALE_WORKER_PRELOAD": ""}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            start_new_session=True, text=True)  # fmt: skip
+    killed: list[tuple[int, int]] = []  # (pid, item)
+    try:
+        deadline = time.monotonic() + 400  # a hang guard, not a timing assertion
+        while proc.poll() is None and time.monotonic() < deadline and len(killed) < len(kills_at):
+            done = {p.name.split(".")[0] for p in idir.glob("*.json") if "partial" not in p.name}
+            if len(done) >= kills_at[len(killed)]:
+                for a in sorted(idir.glob("*.attempts")):
+                    i = a.name.split(".")[0]
+                    pid = int(a.read_text().split()[-3])  # the latest start of an unfinished item
+                    if i not in done and pid not in {k[0] for k in killed}:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            continue
+                        killed.append((pid, int(i)))
+                        if len(killed) == 1:
+                            (ws_dir / "structures.db.lock").touch()  # as a kill inside ASE's locked write left it
+                        break
+            time.sleep(0.05)
+        out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything left of this test's own cluster
+        except ProcessLookupError:
+            pass
+    assert len(killed) == len(kills_at), killed
+    assert proc.returncode == 0, out[-2000:]
+    s = json.loads(out)
+    assert (s["total"], s["succeeded"], s["failed"], s["already_done"]) == (n, n, 0, 0)
+    records = [json.loads((idir / f"{i}.json").read_text()) for i in range(n)]
+    assert [r["item"] for r in records] == values and all(r["status"] == "ok" for r in records)
+    assert not list(idir.glob("*.partial.json"))
+    for pid, i in killed:  # retried elsewhere, unless the item finished just before its worker was killed
+        r = records[i]
+        assert (r["attempts"] >= 2 and r["pid"] != pid) or (r["attempts"] == 1 and r["pid"] == pid), (pid, r)
+    assert s["retried"] == sum(r["attempts"] > 1 for r in records) >= 1
+    from triscale.tools import Workspace
+
+    calls = [c for c in Workspace(ws_dir).calls() if c.get("status", "ok") == "ok"]
+    builds = [c["args"]["a_A"] for c in calls if c["tool"] == "build_bulk"]
+    sps = [c["args"]["structure_id"] for c in calls if c["tool"] == "single_point"]
+    assert sorted(set(builds)) == sorted(values) and len(builds) <= n + len(killed)
+    assert len(sps) - len(set(sps)) <= len(killed) and len(sps) <= n + len(killed)
+    assert {r["steps"][1]["result"]["structure_id"] for r in records} <= set(sps)

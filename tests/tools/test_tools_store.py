@@ -168,3 +168,24 @@ def test_ids_and_output_files_are_unique_across_processes_and_threads(tmp_path):
         for i, sid in enumerate(o["structures"]):
             assert ws.record(sid)["label"].endswith(f"-{i}")
     assert ws.count() == 75
+
+
+def test_a_writer_killed_mid_write_does_not_lock_the_store(tmp_path):
+    """A process SIGKILLed inside a store write (a Dask worker killed mid-item) must not block later writers.
+
+    ASE's default lock file (``structures.db.lock``, created exclusively, waited for without limit) was left behind
+    by such a kill and stalled every other worker of a campaign for good; the store relies on SQLite's locks, which
+    die with their process. The leftover file is recreated here as the killed writer left it."""
+    import threading
+
+    from triscale.tools import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    first = ws.add(bulk("Cu"), label="before")
+    (ws.root / "structures.db.lock").touch()  # what the killed writer left
+    got: list[str] = []
+    writer = threading.Thread(target=lambda: got.append(ws.add(bulk("Cu"), label="after")), daemon=True)
+    writer.start()
+    writer.join(60)  # a hang guard only: the write takes milliseconds
+    assert not writer.is_alive(), "the store waits for a lock file nobody will remove"
+    assert got and got[0] != first and ws.record(got[0])["label"] == "after" and ws.count() == 2

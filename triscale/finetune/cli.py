@@ -36,7 +36,7 @@ def run_finetune(config=None, fresh: bool = False, quiet: bool = False, **flags)
     from pydantic import ValidationError
 
     from triscale.finetune.data import DatasetError
-    from triscale.finetune.loop import ResumeError, TrainingDiverged
+    from triscale.finetune.loop import LaunchError, ResumeError, TrainingDiverged
 
     try:
         recipe = build_recipe(config, **flags)
@@ -49,9 +49,11 @@ def run_finetune(config=None, fresh: bool = False, quiet: bool = False, **flags)
 
     try:
         metrics = finetune(recipe, resume=not fresh)
-    except (DatasetError, FileNotFoundError, ResumeError, TrainingDiverged) as err:
+    except (DatasetError, FileNotFoundError, LaunchError, ResumeError, TrainingDiverged) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    if "rank" in metrics:  # another process of an accelerate launch: the main one prints the summary
+        return
     summary = {k: v for k, v in metrics.items() if k != "members"}
     json.dump(summary, sys.stdout, indent=1)
     sys.stdout.write("\n")

@@ -13,6 +13,11 @@ Layout of ``out``::
     out/state/optimizer.pt           optimizer, scheduler and data-order RNG
     out/state/progress.json          epoch, step, best epoch, stop reason and the training data's sha256
 
+Several processes (``accelerate launch --num_processes N``, gloo on CPU): every process runs the same loop on the
+same seeded batch order; a task's ``batches`` yields :meth:`TrainLoop.shard` of each global batch (this process's
+graphs and their share), gradients are averaged weighted by the shares (:mod:`triscale.common.distributed`), and
+only the main process writes ``metrics.jsonl`` and checkpoints; all of them read a checkpoint to resume.
+
 Resuming refuses, with a message that says what to do, a checkpoint written for other training data (a different
 ``--data``, split or bootstrap sample), other trainable tensors, or one that cannot be read (corrupt, truncated).
 
@@ -26,6 +31,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,6 +42,7 @@ import numpy as np
 import torch
 
 from triscale.common import atomic_write_bytes, atomic_write_json
+from triscale.common import distributed as dist
 
 #: keys of every training row of ``metrics.jsonl`` (a task adds its own ``train_*`` and ``val_*`` keys)
 ROW_KEYS = ("epoch", "step", "train_loss", "lr", "seconds", "val_loss")
@@ -49,6 +56,10 @@ class TrainingDiverged(ValueError):
 
 class ResumeError(ValueError):
     """A run's saved state cannot be resumed (other data, other trainable tensors, unreadable files)."""
+
+
+class LaunchError(ValueError):
+    """The run cannot go the way it was launched (e.g. a property head under ``accelerate launch``)."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +195,17 @@ class TrainLoop:
         self.ema: dict[str, torch.Tensor] | None = snapshot(model) if settings.ema_decay is not None else None
         self.resumed = False
         self.t0 = time.perf_counter()
+        self.rank, self.world = dist.world()
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes (the only one, or rank 0 of several)."""
+        return self.rank == 0
+
+    def shard(self, graphs: list, collate: Callable[[list], Any]) -> dist.Shard:
+        """This process's part of a global batch of ``graphs``, collated (None when empty), with its share."""
+        mine, fraction = dist.shard(graphs)
+        return dist.Shard(collate(mine) if mine else None, fraction)
 
     # -----------------------------------------------------------------------------------------------------------
     # checkpoints
@@ -192,6 +214,9 @@ class TrainLoop:
         counter atomically: a kill in between resumes from the previous counter with at worst newer weights."""
         from safetensors.torch import save_file
 
+        if not self.is_main:  # one writer; the others wait until the checkpoint is complete
+            dist.barrier()
+            return
         state_dir = self.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         save_file(
@@ -213,6 +238,7 @@ class TrainLoop:
         )
         atomic_write_bytes(state_dir / "optimizer.pt", buffer.getvalue())
         atomic_json(state_dir / "progress.json", self.progress)
+        dist.barrier()
 
     def _refuse(self, why: str) -> ResumeError:
         return ResumeError(
@@ -286,6 +312,8 @@ class TrainLoop:
         self.out.mkdir(parents=True, exist_ok=True)
         if resume and (self.state_dir / "progress.json").exists():
             self.load()
+            if not self.is_main:
+                return open(os.devnull, "w")
             if self.console is not None:
                 self.console.print(
                     f"[bold]resumed[/] {self.out} at epoch {self.progress['epoch']} (step {self.progress['step']})"
@@ -301,6 +329,8 @@ class TrainLoop:
                         if row["epoch"] <= self.progress["epoch"]:
                             kept.append(line + "\n")
             self.metrics_path.write_text("".join(kept))
+        elif not self.is_main:
+            return open(os.devnull, "w")
         elif self.metrics_path.exists():
             self.metrics_path.unlink()
         return open(self.metrics_path, "a")
@@ -348,6 +378,8 @@ class TrainLoop:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         log = self._open_log(resume)  # may load a checkpoint: self.progress is then the saved one
+        dist.barrier()  # the main process has rewritten metrics.jsonl before anyone goes on
+        dist.broadcast_parameters(self.params)  # one starting point for all processes
         settings, progress = self.settings, self.progress
         self.t0 = time.perf_counter()
         try:
@@ -362,7 +394,7 @@ class TrainLoop:
                 TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(),
                 console=self.console,
-                disable=not settings.progress or self.console is None,
+                disable=not settings.progress or self.console is None or not self.is_main,
             )
             with bar:
                 task = bar.add_task("epochs", total=settings.epochs, completed=progress["epoch"], info="")
@@ -404,27 +436,49 @@ class TrainLoop:
         self.model.train()
         losses: list[float] = []
         sums: dict[str, list[float]] = {}
-        for batch in batches(self.generator):
-            value, logs = loss(batch)
-            if not torch.isfinite(value.detach()).all():
+        shares: list[dict[str, tuple[float, float]]] = []  # several processes: per step, key -> (share * value, share)
+        for item in batches(self.generator):
+            batch, fraction = item if isinstance(item, dist.Shard) else (item, 1.0)
+            value, logs = loss(batch) if batch is not None else (None, {})
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.world == 1:
+                step_loss = float(value.detach())
+                if math.isfinite(step_loss):
+                    value.backward()
+            else:  # every process reaches the all-reduce, also with a non-finite loss, so that all stop together
+                if value is not None:
+                    value.backward()
+                step_loss = dist.reduce_gradients(self.params, fraction, None if value is None else value.detach())
+                shares.append({k: (fraction * v, fraction) for k, v in logs.items()})
+            if not math.isfinite(step_loss):
                 raise TrainingDiverged(
-                    f"The training loss became {float(value.detach())} at step {progress['step'] + 1}: training "
+                    f"The training loss became {step_loss} at step {progress['step'] + 1}: training "
                     f"diverged (learning rate {self.optimizer.param_groups[0]['lr']:.3g}). Lower lr (e.g. 10x), or "
                     "check the data for unphysical labels."
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            value.backward()
             torch.nn.utils.clip_grad_norm_(self.params, settings.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             if self.ema is not None:
                 self._update_ema()
             progress["step"] += 1
-            losses.append(float(value.detach()))
-            for k, v in logs.items():
-                sums.setdefault(k, []).append(v)
+            losses.append(step_loss)
+            if self.world == 1:
+                for k, v in logs.items():
+                    sums.setdefault(k, []).append(v)
             if settings.max_steps is not None and progress["step"] >= settings.max_steps:
                 break
+        if self.world > 1:  # the batch's logs: share-weighted over the processes that had the key, step by step
+            per_rank = dist.gather_objects(shares)
+            for step in range(len(losses)):
+                num: dict[str, list[float]] = {}
+                for rank_steps in per_rank:
+                    for k, (v, w) in rank_steps[step].items():
+                        num.setdefault(k, [0.0, 0.0])
+                        num[k][0] += v
+                        num[k][1] += w
+                for k, (v, w) in sorted(num.items()):
+                    sums.setdefault(k, []).append(v / w if w > 0 else float("nan"))
         progress["epoch"] += 1
         row = {
             "epoch": progress["epoch"],

@@ -328,9 +328,23 @@ def _val_fraction(recipe: FinetuneRecipe, n: int) -> float:
 
 
 def finetune(recipe: FinetuneRecipe, resume: bool = True) -> dict:
-    """Run a fine-tuning recipe; returns the final metrics (also written to ``OUT/metrics.json``)."""
+    """Run a fine-tuning recipe; returns the final metrics (also written to ``OUT/metrics.json``).
+
+    Under ``accelerate launch --num_processes N`` (or torchrun) the N processes share each batch (data parallel,
+    gloo); only the main process writes the adapter, metrics and plots, and only it returns the full metrics (the
+    others return ``{"rank": r}``)."""
+    from triscale.common import distributed as dist
+
     torch.set_num_threads(recipe.num_threads)  # a CLI entry point: the process is ours
-    console = _console(recipe.progress)
+    dist.init_from_env(cpu=True)
+    if dist.world()[1] > 1 and recipe.property is not None:
+        from triscale.finetune.loop import LaunchError
+
+        raise LaunchError(
+            "property heads train in one process (they are small and cache the encoder's features): run "
+            "`triscale finetune` without accelerate launch for --property-key"
+        )
+    console = _console(recipe.progress and dist.is_main())
     out = Path(recipe.out)
     out.mkdir(parents=True, exist_ok=True)
     base, base_dir = load_base(recipe.base)
@@ -402,6 +416,8 @@ def finetune(recipe: FinetuneRecipe, resume: bool = True) -> dict:
                 bootstrap=recipe.bootstrap,
             )
         )
+    if not dist.is_main():
+        return members[0]
     return finish_committee(recipe, base, data, out, common, members, console)
 
 
@@ -456,11 +472,12 @@ def train_member(
     dtype = next(model.parameters()).dtype
 
     def batches(generator: torch.Generator):
+        # the global batch is drawn alike in every process; each trains on its shard (all of it in one process)
         for batch_graphs in _epoch(train, recipe.batch_size, generator):
             if replay:
                 pick = torch.randint(len(replay), (recipe.replay.per_batch,), generator=generator).tolist()
                 batch_graphs = batch_graphs + [replay[i] for i in pick]
-            yield graph_to(collate(batch_graphs), dtype)
+            yield loop.shard(batch_graphs, lambda graphs: graph_to(collate(graphs), dtype))
 
     def loss(batch):
         has_stress = bool(torch.isfinite(batch[K.REF_STRESS]).any())
@@ -495,6 +512,8 @@ def train_member(
     start_state = snapshot(model)
     base_val = errors(predict_graphs(model, val)) if val else None
     progress = loop.fit(batches, loss, evaluate, resume=resume, train_logs=train_logs, describe=describe)
+    if not loop.is_main:  # the main process evaluates and writes; it holds the same weights
+        return {"rank": loop.rank, "steps": progress["step"], "epochs": progress["epoch"]}
     metrics_path = loop.metrics_path
     tuned_val = errors(predict_graphs(model, val)) if val else None
     judged = verdict(base_val, tuned_val, recipe)

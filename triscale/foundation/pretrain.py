@@ -1,15 +1,18 @@
 """Multi-domain pretraining of the foundation model (``triscale pretrain --config configs/pretrain/<name>.yaml``).
 
-The loop runs under HF accelerate (one CPU process here; ``accelerate launch`` for several GPUs), fits per-domain
-reference energies by least squares before training, minimises a weighted energy/force/stress/dipole loss, keeps an
-exponential moving average (EMA) of the weights, and checkpoints every N steps so that a killed run resumes with
-nothing lost. The EMA weights are exported with ``save_pretrained`` at the end, with held-out metrics.
+The loop runs under HF accelerate (one process, or ``accelerate launch`` for several GPUs or CPU processes: each
+process takes its share of every global batch of ``batch_size`` structures, DDP averages the gradients weighted by
+the shares, only the main process writes), fits per-domain reference energies by least squares before training,
+minimises a weighted energy/force/stress/dipole loss, keeps an exponential moving average (EMA) of the weights, and
+checkpoints every N steps so that a killed run resumes with nothing lost. The EMA weights are exported with
+``save_pretrained`` at the end, with held-out metrics.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,6 @@ from triscale.foundation.config import FoundationConfig
 from triscale.foundation.graph import graph_to
 from triscale.foundation.model import FoundationModel
 from triscale.foundation.training import (
-    batches,
     evaluate,
     fit_reference_energies,
     force_rms,
@@ -178,16 +180,21 @@ def _weighted_loss(out, batch, weights: dict[int, LossWeights], n_domains: int) 
 
 def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     """Run (or resume) a pretraining recipe; returns the directory of the exported EMA model."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from rich.console import Console
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")  # one process prints
     torch.set_num_threads(recipe.num_threads)
     out_dir = Path(recipe.out_dir)
     state_dir = out_dir / "state"
     out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # unused parameters: a batch of one domain leaves the other domains' heads out of the graph
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    main = accelerator.is_main_process
     config = FoundationConfig(**recipe.model)
     with torch.random.fork_rng():  # seeded initialisation without touching the caller's global RNG
         torch.manual_seed(recipe.seed)
@@ -218,7 +225,8 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
         stats["n_train"] = len(splits["train"])
         stats["atomic_energies"] = model.atomic_energies.tolist()
         stats["energy_scale"] = model.energy_scale.tolist()
-        stats_path.write_text(json.dumps(stats, indent=1))
+        if main:
+            atomic_write_json(stats_path, stats, indent=1)
         console.print(f"[bold]statistics[/] fitted on {len(splits['train'])} structures")
 
     weights = {d: recipe.loss_weights.get(name, LossWeights()) for d, name in enumerate(config.domains)}
@@ -250,29 +258,37 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
         target.atomic_energies.copy_(torch.tensor(stats["atomic_energies"], dtype=torch.float64))
         target.energy_scale.copy_(torch.tensor(stats["energy_scale"], dtype=torch.float64))
 
-    metrics_log = open(out_dir / "metrics.jsonl", "a")
+    metrics_log = open(out_dir / "metrics.jsonl" if main else os.devnull, "a")
     # A fixed random subset of validation structures (both domains), restricted to elements seen in training.
     known = set(stats["elements"])
     val = [g for g in splits.get("val", []) if set(g[K.ATOMIC_NUMBERS].tolist()) <= known]
     order = np.random.default_rng(recipe.seed).permutation(len(val))[: recipe.max_eval_structures]
     val = [val[i] for i in sorted(order)]
     start = time.perf_counter() - trained_seconds
-    epoch_iter = _train_batches(splits["train"], recipe, step)
+    epoch_iter = _train_batches(splits["train"], recipe, step, accelerator.process_index, accelerator.num_processes)
+    several = accelerator.num_processes > 1
     model.train()
     stop_reason = "max_steps"
     last_log = time.perf_counter()
     while step < recipe.max_steps:
         trained_seconds = time.perf_counter() - start
-        if recipe.max_minutes is not None and trained_seconds / 60 > recipe.max_minutes:
+        out_of_time = recipe.max_minutes is not None and trained_seconds / 60 > recipe.max_minutes
+        if several:  # the main process's clock decides for all (they must take the same number of steps)
+            out_of_time = bool(accelerator.reduce(torch.tensor([float(out_of_time and main)], device=device)).item())
+        if out_of_time:
             stop_reason = "max_minutes"
             break
-        batch = next(epoch_iter)
+        batch, fraction = next(epoch_iter)
         batch = graph_to(batch, torch.float32, device)
         has_stress = bool(torch.isfinite(batch[K.REF_STRESS]).any())
         out = model(batch, compute_forces=True, compute_stress=has_stress, create_graph=True)
         loss, logs = _weighted_loss(out, batch, weights, len(config.domains))
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
+        # DDP averages the processes' gradients: scaled by its share of the batch times the number of processes,
+        # each contributes in proportion to its structures, as one process on the whole batch would
+        accelerator.backward(loss * (fraction * accelerator.num_processes) if several else loss)
+        if several:
+            loss = accelerator.reduce(loss.detach() * fraction, "sum")
         accelerator.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr * lr_factor(recipe, step, trained_seconds)
@@ -289,17 +305,21 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
             )
             metrics_log.write(json.dumps({"step": step, "loss": float(loss.detach()), **logs}) + "\n")
             metrics_log.flush()
-        if step % recipe.eval_every == 0 and val:
+        if step % recipe.eval_every == 0 and val and main:
             metrics = {"step": step, **{f"val_{k}": v for k, v in evaluate(ema.module, val).items()}}
             console.print(f"[green]eval[/] {metrics}")
             # a usable snapshot while training continues (fine-tuning and tools can try it early)
-            ema.module.save_pretrained(str(out_dir / "latest"))
+            if main:
+                ema.module.save_pretrained(str(out_dir / "latest"))
             metrics_log.write(json.dumps(metrics) + "\n")
             metrics_log.flush()
         if step % recipe.checkpoint_every == 0:
             _checkpoint(accelerator, state_dir, progress_path, step, time.perf_counter() - start)
     _checkpoint(accelerator, state_dir, progress_path, step, time.perf_counter() - start)
     metrics_log.close()
+    if not main:  # the main process exports and evaluates the (identical) EMA weights
+        accelerator.wait_for_everyone()
+        return out_dir / "final"
 
     final_dir = out_dir / "final"
     final = ema.module
@@ -314,22 +334,35 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     (out_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))
     console.print(f"[bold]held-out metrics[/]: {json.dumps(test_metrics, indent=1)}")
     plot_learning_curve(out_dir / "metrics.jsonl", out_dir / "learning_curve.png")
+    accelerator.wait_for_everyone()
     return final_dir
 
 
-def _train_batches(train: list[dict], recipe: PretrainRecipe, step: int):
-    """Shuffled training batches from ``step`` on, forever.
+def _train_batches(train: list[dict], recipe: PretrainRecipe, step: int, rank: int = 0, world: int = 1):
+    """Shuffled training batches from ``step`` on, forever, as ``(batch, share)``: this process's part of each
+    global batch of ``batch_size`` structures (``rank::world``) and its share of the batch.
 
     Each epoch's order depends only on (seed, epoch), so a resumed run sees exactly the batches the killed run
-    would have seen next.
+    would have seen next, and every process draws the same global batches. A process left without structures
+    (a last batch smaller than the number of processes) gets the batch's first structure with share 0: it must
+    still run the step, and adds nothing.
     """
+    from triscale.foundation.graph import collate
+
     per_epoch = math.ceil(len(train) / recipe.batch_size)
     epoch, skip = divmod(step, per_epoch)
     while True:
         generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
-        for i, batch in enumerate(batches(train, recipe.batch_size, generator, shuffle=True)):
-            if i >= skip:
-                yield batch
+        order = torch.randperm(len(train), generator=generator).tolist()
+        for i, start in enumerate(range(0, len(order), recipe.batch_size)):
+            if i < skip:
+                continue
+            graphs = [train[j] for j in order[start : start + recipe.batch_size]]
+            if world == 1:
+                yield collate(graphs), 1.0
+                continue
+            mine = graphs[rank::world]
+            yield (collate(mine), len(mine) / len(graphs)) if mine else (collate(graphs[:1]), 0.0)
         epoch, skip = epoch + 1, 0
 
 
@@ -337,7 +370,9 @@ def _checkpoint(accelerator, state_dir: Path, progress_path: Path, step: int, tr
     # Write the state first, then the step counter (atomically): a kill in between resumes from the older step
     # with newer weights at worst, never from a half-written state.
     accelerator.save_state(str(state_dir))
-    atomic_write_json(progress_path, {"step": step, "trained_seconds": trained_seconds}, indent=None)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_json(progress_path, {"step": step, "trained_seconds": trained_seconds}, indent=None)
 
 
 def _split_metrics(model, splits) -> dict[str, dict[str, float]]:

@@ -24,6 +24,7 @@ Clusters (``cluster=``): ``local:N`` (a Dask ``LocalCluster`` of N single-thread
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -48,6 +49,7 @@ __all__ = [
     "CampaignItem",
     "CampaignSummary",
     "ClusterConfig",
+    "cluster_client",
     "load_items",
     "run_campaign",
     "run_item",
@@ -373,6 +375,28 @@ def _connect(spec: str, retries: int):
     return client, cluster
 
 
+@contextlib.contextmanager
+def cluster_client(spec: str, retries: int = 2):
+    """A Dask client on ``spec`` (``local:N``, ``tcp://HOST:PORT`` or ``jobqueue:CONFIG.yaml``) for the block,
+    with non-daemonic workers and ``retries`` as the bound on a task's worker deaths; closed (and a cluster it
+    started shut down) on the way out. Used by campaigns and by ``triscale datagen --cluster``."""
+    import dask
+
+    _parse_cluster(spec)  # a bad spec is refused before Dask is imported
+    try:
+        import distributed  # noqa: F401  (loads its config: dask.config.set below restores it on exit)
+    except ImportError:
+        raise ToolInputError("--cluster needs Dask.", hint="pip install 'triscale[cluster]'") from None
+    with dask.config.set(_dask_config(retries)):
+        client, cl = _connect(spec, retries)
+        try:
+            yield client
+        finally:
+            client.close()
+            if cl is not None:
+                cl.close()
+
+
 def _dashboard(client) -> str | None:
     """The dashboard's address when the scheduler runs one (it needs bokeh)."""
     try:
@@ -442,40 +466,28 @@ def run_campaign(
                         rec = _failed_record(spec, f"{type(e).__name__}: {e}")
             finished(rec)
     elif specs:
-        import dask
+        with cluster_client(cluster, fe.retries) as client:
+            from distributed import as_completed
 
-        try:
-            import distributed  # noqa: F401  (loads its config: dask.config.set below restores it on exit)
-        except ImportError:
-            raise ToolInputError("--cluster needs Dask.", hint="pip install 'triscale[cluster]'") from None
-        with dask.config.set(_dask_config(fe.retries)):
-            client, cl = _connect(cluster, fe.retries)
-            try:
-                from distributed import as_completed
-
-                info["dashboard"] = _dashboard(client)
-                if on_start is not None:
-                    on_start(info)
-                futures = {
-                    client.submit(
-                        run_item, spec, key=f"triscale-{cdir.name}-{spec['index']}-{spec['key']}", retries=fe.retries
-                    ): spec
-                    for spec in specs
-                }
-                for fut in as_completed(list(futures)):
-                    spec = futures[fut]
-                    if fut.status == "finished":
-                        rec = fut.result()
-                    else:
-                        exc = fut.exception()
-                        tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                        rec = _failed_record(spec, tb)
-                    fut.release()
-                    finished(rec)
-            finally:
-                client.close()
-                if cl is not None:
-                    cl.close()
+            info["dashboard"] = _dashboard(client)
+            if on_start is not None:
+                on_start(info)
+            futures = {
+                client.submit(
+                    run_item, spec, key=f"triscale-{cdir.name}-{spec['index']}-{spec['key']}", retries=fe.retries
+                ): spec
+                for spec in specs
+            }
+            for fut in as_completed(list(futures)):
+                spec = futures[fut]
+                if fut.status == "finished":
+                    rec = fut.result()
+                else:
+                    exc = fut.exception()
+                    tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                    rec = _failed_record(spec, tb)
+                fut.release()
+                finished(rec)
     elif on_start is not None:
         on_start(info)
     wall = time.monotonic() - t0

@@ -95,9 +95,15 @@ class Workspace:
 
     # ------------------------------------------------------------------ store
     def _db(self):
+        """The ASE view of ``structures.db``, without ASE's lock file.
+
+        ASE's default lock is a ``structures.db.lock`` file created exclusively and removed after each write, waited
+        for with no time limit: a process SIGKILLed inside a write (a Dask worker killed mid-item, an OOM kill) leaves
+        it behind and every later writer of the workspace waits forever. SQLite's own locks, which the kernel drops
+        when their process dies, serialise writers instead (busy timeout and retries in :meth:`add`)."""
         import ase.db
 
-        return ase.db.connect(str(self.db_path), type="db", append=True)
+        return ase.db.connect(str(self.db_path), type="db", append=True, use_lock_file=False)
 
     def _sql(self) -> sqlite3.Connection:
         """A plain connection to ``structures.db`` in autocommit mode (transactions are explicit)."""

@@ -1,4 +1,5 @@
-"""``triscale datagen``: run or continue a generation (one process or a spawn pool), then write the manifest."""
+"""``triscale datagen``: run or continue a generation (one process, a spawn pool, or the shards as tasks on a Dask
+cluster the caller connected: ``triscale datagen --cluster local:N``), then write the manifest."""
 
 from __future__ import annotations
 
@@ -33,10 +34,15 @@ def generate(
     workers: int = 1,
     limit: int | None = None,
     progress: bool = True,
+    client=None,
+    retries: int = 2,
 ) -> dict:
     """Run (or continue) a data generation; returns the manifest.
 
     ``limit``: process at most this many of the shards still to do (a partial run; run again to go on).
+    ``client``: a Dask client (``triscale.tools.campaigns.cluster_client``): each shard still to do is one task
+    (retried ``retries`` times when it raises; a worker's death is bounded by the cluster's allowed-failures); a
+    shard whose task fails is logged and left to the next run (the manifest says the run is incomplete).
     """
     from tqdm import tqdm
 
@@ -104,7 +110,24 @@ def generate(
         )
 
     try:
-        if workers <= 1:
+        if client is not None and todo:
+            from distributed import as_completed
+
+            futures = {
+                client.submit(
+                    run_shard_on_worker, s, config_json, str(out_path), retries=retries,
+                    key=f"datagen-{recipe[:12]}-{s['domain']}-{s['index']}",
+                ): s
+                for s in todo
+            }  # fmt: skip
+            for fut in as_completed(list(futures)):
+                if fut.status == "finished":
+                    report(fut.result())
+                else:
+                    s, exc = futures[fut], fut.exception()
+                    _log(f"{s['domain']} shard {s['index']} failed: {type(exc).__name__}: {exc}; run again to retry")
+                fut.release()
+        elif workers <= 1:
             with single_thread():
                 for shard in todo:
                     report(run_shard(shard, config_json, str(out_path)))
@@ -137,12 +160,19 @@ def _run_shard_star(args: tuple) -> dict:
     return run_shard(*args)
 
 
-def run_datagen_cli(config: Path, out: Path | None, workers: int, limit: int | None) -> None:
-    """Entry point of ``triscale datagen``."""
+def run_shard_on_worker(shard: dict, config_json: str, out: str) -> dict:
+    """A shard as a Dask task: one quiet thread, as in the process pool."""
+    init_labelling_worker()
+    with single_thread():
+        return run_shard(shard, config_json, out)
+
+
+def run_datagen_cli(config: Path, out: Path | None, workers: int, limit: int | None, client=None) -> None:
+    """Entry point of ``triscale datagen`` (``client``: a Dask client for ``--cluster``)."""
     for var, value in (("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")):
         os.environ.setdefault(var, value)
     cfg = load_config(config)
-    manifest = generate(cfg, out=out, workers=workers, limit=limit)
+    manifest = generate(cfg, out=out, workers=workers, limit=limit, client=client)
     for domain, d in manifest["domains"].items():
         splits = ", ".join(f"{s} {v['frames']} frames/{v['groups']} groups" for s, v in d["splits"].items())
         print(f"{domain}: {d['frames']} frames ({splits}); elements {' '.join(d['elements'])}")
