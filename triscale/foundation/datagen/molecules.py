@@ -133,8 +133,15 @@ def molecule_entries(cfg: MoleculeConfig, seed: int) -> list[dict]:
         return []
     nci = nci_molecules(cfg)
     rng = np.random.default_rng(derive_seed(seed, "nci-sample"))
-    chosen = [nci[i] for i in sorted(rng.permutation(len(nci))[: cfg.nci_molecules])]
+    picks = rng.permutation(len(nci))[cfg.nci_skip : cfg.nci_skip + cfg.nci_molecules]
+    chosen = [nci[i] for i in sorted(picks)]
     entries = chosen + (g2_molecules(cfg) if cfg.include_g2 else [])
+    if cfg.qm9_molecules:
+        from triscale.foundation.datagen.qm9 import qm9_molecules
+
+        taken = {e["group"] for e in entries}
+        qm9 = qm9_molecules(cfg.qm9_molecules + len(taken), seed, "xtb", cfg.max_heavy_atoms, tuple(cfg.elements))
+        entries += [e for e in qm9 if e["group"] not in taken][: cfg.qm9_molecules]
     # shuffle so every shard mixes sizes (and g2 molecules are spread over the run)
     order = np.random.default_rng(derive_seed(seed, "molecule-order")).permutation(len(entries))
     return [entries[i] for i in order]
@@ -144,14 +151,17 @@ def molecule_entries(cfg: MoleculeConfig, seed: int) -> list[dict]:
 
 
 def molecule_conformers(entry: dict, n: int, seed: int, max_heavy_atoms: int | None = None):
-    """Base geometries of a molecule: ETKDG conformers (with Hs) for NCI, the stored geometry for g2.
+    """Base geometries of a molecule: ETKDG conformers (with Hs) for NCI, the stored geometry for g2 and QM9.
 
-    Returns ``(list of Atoms, "etkdg" | "g2")``; the list is empty when ETKDG finds no embedding. The conformers come
-    from :func:`triscale.common.chem.embed_smiles` (seeded, pruned at 0.1 Å RMSD, not relaxed) with bare ``info``.
+    Returns ``(list of Atoms, "etkdg" | "g2" | "qm9")``; the list is empty when ETKDG finds no embedding. The
+    conformers come from :func:`triscale.common.chem.embed_smiles` (seeded, pruned at 0.1 Å RMSD, not relaxed) with
+    bare ``info``.
     Raises :class:`~triscale.common.chem.SmilesError` for an unparsable SMILES or one over ``max_heavy_atoms``.
     """
     from ase import Atoms
 
+    if entry["source"] == "QM9":  # the B3LYP minimum as stored in QM9
+        return [Atoms(entry["symbols"], positions=np.asarray(entry["positions"], dtype=np.float64))], "qm9"
     if entry["source"] == "g2":
         from ase.collections import g2
 
