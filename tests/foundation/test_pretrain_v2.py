@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from triscale.cli import app
 from triscale.foundation import keys as K
+from triscale.foundation.calculator import TriScaleCalculator
 from triscale.foundation.config import FoundationConfig
 from triscale.foundation.datagen import DFT_DOMAIN, DatagenConfig, generate, qm9
 from triscale.foundation.datasets import load_structure_dataset
@@ -135,6 +136,17 @@ def test_init_from_adds_a_domain_the_checkpoint_lacks(dft_dir, tmp_path):
         for k in head:
             torch.testing.assert_close(sb[k.replace(f".{old_index}.", f".{new_index}.", 1)], sa[k], rtol=0, atol=1e-8)
         torch.testing.assert_close(sb["domain_embedding.weight"][new_index], sa["domain_embedding.weight"][old_index])
+    # the checkpoint's function is kept: its neighbour normalisation and energy scales are not refitted on the new
+    # data, so it predicts the same forces (E0, refitted, only shifts energies by per-element constants)
+    assert b.config.avg_num_neighbors == a.config.avg_num_neighbors
+    assert b.energy_scale.tolist() == [a.energy_scale[1].item(), a.energy_scale[0].item(), a.energy_scale[0].item()]
+    probe = bulk("Cu", "fcc", a=3.7, cubic=True)
+    probe.rattle(0.1, seed=5)
+    forces = []
+    for m in (a, b):
+        probe.calc = TriScaleCalculator(m, domain="material", dtype="float64")
+        forces.append(probe.get_forces())
+    np.testing.assert_allclose(forces[1], forces[0], atol=1e-6)
     # E0 of the new domain fitted on its B3LYP energies: hydrogen near -0.5 Ha, far from the EMT material's
     assert b.atomic_energies[1, 1].item() == pytest.approx(-0.5 * 27.211, abs=3.0)
     metrics = json.loads((tmp_path / "b" / "test_metrics.json").read_text())

@@ -262,12 +262,25 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     with torch.random.fork_rng():  # seeded initialisation without touching the caller's global RNG
         torch.manual_seed(recipe.seed)
         model = FoundationModel(config)
+    inherited: dict[str, Any] | None = None
     if recipe.init_from is not None:
-        # Weights only: E0/energy scale are refitted on this recipe's data below, the schedule starts afresh.
+        # Weights, the energy scales and the neighbour normalisation come from the checkpoint; E0 is refitted on
+        # this recipe's data below; the schedule starts afresh.
         from triscale.foundation.checkpoints import load_checkpoint
 
         start = load_checkpoint(recipe.init_from)
         fresh = load_init_weights(model, start, recipe.init_from, recipe.init_new_domains_from)
+        # what the trained network's function depends on besides its weights: kept, not refitted (a refit on other
+        # data rescales every force the checkpoint predicts); E0 (a per-element constant) is refitted
+        old_scales = dict(zip(start.config.domains, start.energy_scale.tolist(), strict=True))
+        inherited = {
+            "avg_num_neighbors": start.config.avg_num_neighbors,
+            "energy_scale": {
+                d: old_scales[recipe.init_new_domains_from.get(d, d)]
+                for d in config.domains
+                if recipe.init_new_domains_from.get(d, d) in old_scales
+            },
+        }
         note = ""
         if fresh:
             sources = {d: recipe.init_new_domains_from.get(d, "fresh") for d in fresh}
@@ -301,6 +314,11 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
         # First run, or resumed on grown data (e.g. datagen still running): refit E0/scale on all of it.
         # The network learns a residual on top of these, so refitting mid-run only nudges its targets.
         stats = _fit_statistics(model, splits["train"])
+        if inherited is not None:
+            stats["avg_num_neighbors"] = inherited["avg_num_neighbors"]
+            for name, scale in inherited["energy_scale"].items():
+                model.energy_scale[config.domains.index(name)] = scale
+            stats["inherited_from_init"] = {"checkpoint": recipe.init_from, **inherited}
         stats["n_train"] = len(splits["train"])
         stats["atomic_energies"] = model.atomic_energies.tolist()
         stats["energy_scale"] = model.energy_scale.tolist()
