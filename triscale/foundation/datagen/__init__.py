@@ -40,8 +40,8 @@ out. A val/test group containing an element that no training group of its domain
 so that no element is seen only at test time.
 
 Modules: ``config`` (the recipe), ``seeds`` (seeds and splits), ``molecules`` / ``materials`` (the two samplers
-and their shards), ``qm9`` (QM9 molecules and the energy-only DFT domain), ``labelling`` (single points,
-calculators, worker threads), ``plan`` (the shard plan),
+and their shards), ``groups`` (the group of a molecule), ``qm9`` (QM9 molecules and the energy-only DFT domain),
+``labelling`` (single points, calculators, worker threads), ``plan`` (the shard plan),
 ``shards`` (one shard on disk, the manifest), ``driver`` (``generate`` and the ``triscale datagen`` entry).
 Everything others use is re-exported here.
 """

@@ -11,6 +11,7 @@ import numpy as np
 
 from triscale.common.chem import EmbeddingError, SmilesError, embed_smiles
 from triscale.foundation.datagen.config import DatagenConfig, MoleculeConfig
+from triscale.foundation.datagen.groups import group_smiles
 from triscale.foundation.datagen.labelling import (
     FrameSkipped,
     code_versions,
@@ -31,27 +32,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------- molecule pool
-def _extxyz_safe(text: str) -> bool:
-    """False for strings extxyz would read back as a bool or a number (e.g. the SMILES of HF, ``F``)."""
-    from ase.io.extxyz import key_val_dict_to_str, key_val_str_to_dict
-
-    try:
-        back = key_val_str_to_dict(key_val_dict_to_str({"k": text}))["k"]
-        return isinstance(back, str) and back == text
-    except Exception:  # pragma: no cover - defensive
-        return False
-
-
-def group_smiles(mol) -> str:
-    """Canonical SMILES without stereo: the group. Hs made explicit where extxyz would misread it."""
-    from rdkit import Chem
-
-    smiles = Chem.MolToSmiles(Chem.RemoveHs(mol), isomericSmiles=False)
-    if not _extxyz_safe(smiles):
-        smiles = Chem.MolToSmiles(Chem.RemoveHs(mol), isomericSmiles=False, allHsExplicit=True)
-    return smiles
-
-
 def nci_molecules(cfg: MoleculeConfig) -> list[dict]:
     """Filtered NCI set: neutral, closed shell, one fragment, sanitizable, allowed elements, small."""
     return [dict(e) for e in _nci_filtered(cfg.max_heavy_atoms, tuple(cfg.elements))]

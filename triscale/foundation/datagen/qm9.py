@@ -89,7 +89,7 @@ def qm9_molecules(n: int, seed: int, tag: str, max_heavy_atoms: int = 30, elemen
     """
     from rdkit import Chem, RDLogger
 
-    from triscale.foundation.datagen.molecules import group_smiles
+    from triscale.foundation.datagen.groups import group_smiles
     from triscale.foundation.datagen.seeds import derive_seed
 
     RDLogger.DisableLog("rdApp.*")
