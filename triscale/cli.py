@@ -66,13 +66,27 @@ def pretrain(
     max_steps: Annotated[int | None, typer.Option(help="Override the recipe's max_steps.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop and export after this wall time.")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint in out_dir.")] = False,
+    export_progress: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-progress",
+            help="Keep a small committable copy of the run here (EMA weights + progress.json, rewritten at every "
+            "checkpoint); a run without a checkpoint in out_dir continues from it. Overrides the recipe's "
+            "progress_dir.",
+        ),
+    ] = None,
 ) -> None:
     """Pretrain the foundation model from a YAML recipe; resumes from its checkpoint unless --fresh."""
     from triscale.foundation.pretrain import load_recipe
     from triscale.foundation.pretrain import pretrain as run
 
     recipe = load_recipe(config)
-    updates = {"out_dir": str(out_dir) if out_dir else None, "max_steps": max_steps, "max_minutes": max_minutes}
+    updates = {
+        "out_dir": str(out_dir) if out_dir else None,
+        "max_steps": max_steps,
+        "max_minutes": max_minutes,
+        "progress_dir": str(export_progress) if export_progress else None,
+    }
     recipe = recipe.model_copy(update={k: v for k, v in updates.items() if v is not None})
     final = run(recipe, resume=not fresh)
     typer.echo(f"exported {final}")

@@ -71,7 +71,20 @@ class PretrainRecipe(BaseModel):
     num_threads: int = Field(1, ge=1)
     limit_train: int | None = Field(None, ge=1, description="use only this many training structures")
     init_from: str | None = Field(
-        None, description="start from this checkpoint's weights (name or directory; same architecture), fresh schedule"
+        None,
+        description="start from this checkpoint's weights (name or directory; same architecture), fresh schedule; "
+        "domains are matched by name and a domain the checkpoint lacks gets a new head (E0 is fitted anyway)",
+    )
+    init_new_domains_from: dict[str, str] = Field(
+        default_factory=dict,
+        description="new domain -> checkpoint domain whose energy head and domain embedding it starts from "
+        "(e.g. molecule-dft: molecule); a new domain not listed starts from a freshly initialised head",
+    )
+    progress_dir: str | None = Field(
+        None,
+        description="small copy of the run to commit (EMA weights, progress.json, statistics.json; < 1 MB), "
+        "rewritten at every checkpoint; a run whose out_dir has no checkpoint continues from it (step, time, "
+        "LR schedule; optimizer moments restart)",
     )
 
 
@@ -86,7 +99,9 @@ def _load_graphs(recipe: PretrainRecipe, domains: list[str], cutoff: float):
 
     splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     for source in recipe.data:
-        dataset = load_structure_dataset(source)
+        # frames without forces (an energy-only domain such as molecule-dft) load with NaN forces, which the loss
+        # and the metrics mask; how many each source has is reported below
+        dataset = load_structure_dataset(source, domains=domains, require_forces=False)
         for record in dataset:
             domain = record.get("domain") or "molecule"
             if domain not in domains:
@@ -111,7 +126,10 @@ def _fit_statistics(model: FoundationModel, train: list[dict]) -> dict[str, Any]
         if not subset:
             continue
         e0, residual = fit_reference_energies(subset, cfg.max_atomic_number)
-        scale = force_rms(subset)
+        # an energy-only domain (no force labels) takes the scale of all the training forces, as its head's
+        # outputs are per-atom energies like every other head's
+        has_forces = any(bool(torch.isfinite(g[K.REF_FORCES]).any()) for g in subset)
+        scale = force_rms(subset) if has_forces else force_rms(train)
         model.atomic_energies[d] = torch.as_tensor(e0)
         model.energy_scale[d] = scale
         stats[name] = {"n_train": len(subset), "e0_residual_rms_eV_per_atom": residual, "force_rms_eV_per_A": scale}
@@ -126,6 +144,58 @@ def _fit_statistics(model: FoundationModel, train: list[dict]) -> dict[str, Any]
     stats["elements"] = elements
     stats["avg_num_neighbors"] = cfg.avg_num_neighbors
     return stats
+
+
+_DOMAIN_ROWS = ("domain_embedding.weight", "atomic_energies", "energy_scale", "energy_shift")
+
+
+def load_init_weights(model: FoundationModel, start: FoundationModel, name: str, copy_from: dict[str, str]) -> list:
+    """Load ``start``'s weights into ``model``, matching domains by name; returns the domains ``start`` lacks.
+
+    Everything but the per-domain parts (energy heads, domain-embedding rows, E0/scale/shift rows) must match
+    exactly. A domain new to ``model`` keeps its fresh head and embedding row, or copies those of the checkpoint
+    domain ``copy_from`` names for it. A checkpoint domain the model lacks is refused (its head would be lost).
+    """
+    old, new = list(start.config.domains), list(model.config.domains)
+    dropped = [d for d in old if d not in new]
+    if dropped:
+        raise ValueError(f"init_from {name!r} has domain(s) {dropped} that the recipe's model lacks: {new}")
+    fresh = [d for d in new if d not in old]
+    for target, source in copy_from.items():
+        if target not in fresh or source not in old:
+            raise ValueError(
+                f"init_new_domains_from: {target!r} <- {source!r} needs a new domain (one of {fresh}) and a domain "
+                f"of the checkpoint (one of {old})"
+            )
+    state = start.state_dict()
+    current = model.state_dict()
+    remapped: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("energy_heads."):
+            _, index, rest = key.split(".", 2)
+            domain = old[int(index)]
+            remapped[f"energy_heads.{new.index(domain)}.{rest}"] = value
+            for target, source in copy_from.items():
+                if source == domain:
+                    remapped[f"energy_heads.{new.index(target)}.{rest}"] = value.clone()
+        elif key in _DOMAIN_ROWS and key in current:
+            rows = current[key].clone()
+            for i, domain in enumerate(old):
+                rows[new.index(domain)] = value[i]
+            for target, source in copy_from.items():
+                rows[new.index(target)] = value[old.index(source)]
+            remapped[key] = rows
+        else:
+            remapped[key] = value
+    try:
+        missing, unexpected = model.load_state_dict(remapped, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"init_from {name!r}: architecture differs ({str(exc).splitlines()[-1].strip()})") from None
+    new_heads = {f"energy_heads.{new.index(d)}." for d in fresh}
+    missing = [k for k in missing if not any(k.startswith(prefix) for prefix in new_heads)]
+    if missing or unexpected:
+        raise ValueError(f"init_from {name!r}: architecture differs ({missing=}, {unexpected=})")
+    return fresh
 
 
 def lr_factor(recipe: PretrainRecipe, step: int, trained_seconds: float) -> float:
@@ -199,29 +269,63 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     with torch.random.fork_rng():  # seeded initialisation without touching the caller's global RNG
         torch.manual_seed(recipe.seed)
         model = FoundationModel(config)
+    inherited: dict[str, Any] | None = None
     if recipe.init_from is not None:
-        # Weights only: E0/energy scale are refitted on this recipe's data below, the schedule starts afresh.
+        # Weights, the energy scales and the neighbour normalisation come from the checkpoint; E0 is refitted on
+        # this recipe's data below; the schedule starts afresh.
         from triscale.foundation.checkpoints import load_checkpoint
 
         start = load_checkpoint(recipe.init_from)
-        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
-        if missing or unexpected:
-            raise ValueError(f"init_from {recipe.init_from!r}: architecture differs ({missing=}, {unexpected=})")
-        console.print(f"[bold]initialised[/] from {recipe.init_from}")
+        fresh = load_init_weights(model, start, recipe.init_from, recipe.init_new_domains_from)
+        # what the trained network's function depends on besides its weights: kept, not refitted (a refit on other
+        # data rescales every force the checkpoint predicts); E0 (a per-element constant) is refitted
+        old_scales = dict(zip(start.config.domains, start.energy_scale.tolist(), strict=True))
+        inherited = {
+            "avg_num_neighbors": start.config.avg_num_neighbors,
+            "energy_scale": {
+                d: old_scales[recipe.init_new_domains_from.get(d, d)]
+                for d in config.domains
+                if recipe.init_new_domains_from.get(d, d) in old_scales
+            },
+        }
+        note = ""
+        if fresh:
+            sources = {d: recipe.init_new_domains_from.get(d, "fresh") for d in fresh}
+            note = " (new domain heads: " + ", ".join(f"{d} <- {src}" for d, src in sources.items()) + ")"
+        console.print(f"[bold]initialised[/] from {recipe.init_from}{note}")
     t0 = time.perf_counter()
     splits = _load_graphs(recipe, config.domains, config.cutoff)
+    energy_only = sum(1 for g in splits["train"] if not bool(torch.isfinite(g[K.REF_FORCES]).any()))
     console.print(
         "[bold]data[/]: "
         + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        + (f"; {energy_only} training structures energy-only (no forces)" if energy_only else "")
         + f" ({time.perf_counter() - t0:.0f} s)"
     )
     stats_path = out_dir / "statistics.json"
+    progress_dir = Path(recipe.progress_dir) if recipe.progress_dir else None
+    continue_from = None
+    if (
+        resume
+        and progress_dir is not None
+        and (progress_dir / "progress.json").exists()
+        and not (state_dir.exists() and (out_dir / "progress.json").exists())
+    ):
+        # a new machine: no checkpoint in out_dir, a committed progress copy -> continue from it
+        continue_from = json.loads((progress_dir / "progress.json").read_text())
+        if (progress_dir / "statistics.json").exists() and not stats_path.exists():
+            stats_path.write_text((progress_dir / "statistics.json").read_text())
     stats = json.loads(stats_path.read_text()) if resume and stats_path.exists() else None
     train_elements = sorted({int(z) for g in splits["train"] for z in g[K.ATOMIC_NUMBERS].tolist()})
     if stats is None or stats["elements"] != train_elements or len(splits["train"]) > 1.2 * stats["n_train"]:
         # First run, or resumed on grown data (e.g. datagen still running): refit E0/scale on all of it.
         # The network learns a residual on top of these, so refitting mid-run only nudges its targets.
         stats = _fit_statistics(model, splits["train"])
+        if inherited is not None:
+            stats["avg_num_neighbors"] = inherited["avg_num_neighbors"]
+            for name, scale in inherited["energy_scale"].items():
+                model.energy_scale[config.domains.index(name)] = scale
+            stats["inherited_from_init"] = {"checkpoint": recipe.init_from, **inherited}
         stats["n_train"] = len(splits["train"])
         stats["atomic_energies"] = model.atomic_energies.tolist()
         stats["energy_scale"] = model.energy_scale.tolist()
@@ -250,6 +354,21 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
         progress = json.loads(progress_path.read_text())
         step, trained_seconds = progress["step"], progress.get("trained_seconds", 0.0)
         console.print(f"[bold]resumed[/] at step {step} ({trained_seconds / 60:.1f} min trained)")
+    elif continue_from is not None:
+        saved = FoundationModel.from_pretrained(str(progress_dir), local_files_only=True).state_dict()
+        try:
+            accelerator.unwrap_model(model).load_state_dict(saved)
+            ema.module.load_state_dict(saved)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"progress_dir {progress_dir}: its weights do not fit the recipe's model "
+                f"({str(exc).splitlines()[-1].strip()})"
+            ) from None
+        step, trained_seconds = continue_from["step"], continue_from["trained_seconds"]
+        console.print(
+            f"[bold]continued[/] from {progress_dir} at step {step} ({trained_seconds / 60:.1f} min trained; "
+            "EMA weights, fresh optimizer moments)"
+        )
     # The fitted statistics (possibly refitted above) win over what the checkpoint held.
     for target in (accelerator.unwrap_model(model), ema.module):
         target.config.elements = stats["elements"]
@@ -270,6 +389,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     model.train()
     stop_reason = "max_steps"
     last_log = time.perf_counter()
+    first_step = step  # logged whatever it is, so a resumed or continued run shows where it starts
     while step < recipe.max_steps:
         trained_seconds = time.perf_counter() - start
         out_of_time = recipe.max_minutes is not None and trained_seconds / 60 > recipe.max_minutes
@@ -295,7 +415,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
         optimizer.step()
         ema.update_parameters(accelerator.unwrap_model(model))
         step += 1
-        if time.perf_counter() - last_log > 30 or step == 1:
+        if time.perf_counter() - last_log > 30 or step == first_step + 1:
             last_log = time.perf_counter()
             rate = step / max(time.perf_counter() - start, 1e-9)  # since the first run
             console.print(
@@ -315,7 +435,9 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
             metrics_log.flush()
         if step % recipe.checkpoint_every == 0:
             _checkpoint(accelerator, state_dir, progress_path, step, time.perf_counter() - start)
+            _export_progress(progress_dir, ema.module, stats_path, recipe, step, time.perf_counter() - start)
     _checkpoint(accelerator, state_dir, progress_path, step, time.perf_counter() - start)
+    _export_progress(progress_dir, ema.module, stats_path, recipe, step, time.perf_counter() - start)
     metrics_log.close()
     if not main:  # the main process exports and evaluates the (identical) EMA weights
         accelerator.wait_for_everyone()
@@ -373,6 +495,36 @@ def _checkpoint(accelerator, state_dir: Path, progress_path: Path, step: int, tr
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_json(progress_path, {"step": step, "trained_seconds": trained_seconds}, indent=None)
+
+
+def _export_progress(
+    progress_dir: Path | None, ema_model, stats_path: Path, recipe: PretrainRecipe, step: int, trained_seconds: float
+) -> None:
+    """The small, committable copy of the run: EMA weights, statistics and progress.json (written last)."""
+    if progress_dir is None:
+        return
+    import os
+    import shutil
+    import tempfile
+
+    progress_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=progress_dir, prefix=".tmp-") as tmp:
+        ema_model.save_pretrained(tmp)
+        for name in os.listdir(tmp):  # each file replaced atomically
+            os.replace(os.path.join(tmp, name), progress_dir / name)
+    if stats_path.exists():
+        shutil.copyfile(stats_path, progress_dir / ".statistics.json.tmp")
+        os.replace(progress_dir / ".statistics.json.tmp", progress_dir / "statistics.json")
+    atomic_write_json(
+        progress_dir / "progress.json",
+        {
+            "step": step,
+            "trained_seconds": round(trained_seconds, 3),
+            "weights": "EMA",
+            "recipe": recipe.model_dump(mode="json"),
+        },
+        indent=1,
+    )
 
 
 def _split_metrics(model, splits) -> dict[str, dict[str, float]]:

@@ -1,6 +1,6 @@
 """Reference data for pretraining: ``triscale datagen``.
 
-Two domains, each labelled by a real simulator:
+Two domains, each labelled by a real simulator, and an energy-only third:
 
 * ``molecule`` - molecules from RDKit's shipped NCI set (``Data/NCI/first_5K.smi``) and
   ``ase.collections.g2``; 3D conformers by RDKit ETKDG; off-equilibrium frames (ETKDG geometries, rattles,
@@ -12,6 +12,10 @@ Two domains, each labelled by a real simulator:
   or sampled by short CHGNet Langevin MD; labelled by CHGNet (model 0.3.0 weights): energy (eV), forces
   (eV/Å) and stress (eV/Å³, ASE sign convention, Voigt xx yy zz yz xz xy; CHGNet's calculator converts its
   GPa). This domain is *distilled from CHGNet*; every frame says so in ``method`` and ``distilled_from``.
+* ``molecule-dft`` (off unless the recipe enables ``molecule_dft``) - QM9 molecules (``qm9pack``) at their
+  B3LYP/6-31G(2df,p) minima with the electronic energy U0 - ZPVE (eV): *energy-only* frames, no forces, which the
+  pretraining loss masks. QM9 molecules can also join the ``molecule`` domain (``molecule.qm9_molecules``: the
+  B3LYP geometry and rattles of it, GFN2-xTB labels).
 
 Every stored frame was labelled by one fresh single point at exactly the positions written to disk
 (positions are rounded to the 1e-8 Å that extxyz stores *before* labelling), so the forces are -dE/dR of
@@ -36,7 +40,8 @@ out. A val/test group containing an element that no training group of its domain
 so that no element is seen only at test time.
 
 Modules: ``config`` (the recipe), ``seeds`` (seeds and splits), ``molecules`` / ``materials`` (the two samplers
-and their shards), ``labelling`` (single points, calculators, worker threads), ``plan`` (the shard plan),
+and their shards), ``groups`` (the group of a molecule), ``qm9`` (QM9 molecules and the energy-only DFT domain),
+``labelling`` (single points, calculators, worker threads), ``plan`` (the shard plan),
 ``shards`` (one shard on disk, the manifest), ``driver`` (``generate`` and the ``triscale datagen`` entry).
 Everything others use is re-exported here.
 """
@@ -49,6 +54,7 @@ from triscale.foundation.datagen.config import (
     DatagenConfig,
     MaterialConfig,
     MoleculeConfig,
+    MoleculeDFTConfig,
     load_config,
 )
 from triscale.foundation.datagen.driver import generate, run_datagen_cli
@@ -76,10 +82,13 @@ from triscale.foundation.datagen.molecules import (
     nci_molecules,
 )
 from triscale.foundation.datagen.plan import make_plan, shard_paths
+from triscale.foundation.datagen.qm9 import DFT_DOMAIN, DFT_METHOD, dft_entries, qm9_folder, qm9_molecules
 from triscale.foundation.datagen.seeds import assign_splits, derive_seed, hash_unit, split_of
 from triscale.foundation.datagen.shards import run_shard, write_manifest
 
 __all__ = [
+    "DFT_DOMAIN",
+    "DFT_METHOD",
     "FORMAT_VERSION",
     "MATERIAL_PROTOTYPES",
     "MOLECULE_ELEMENTS",
@@ -90,12 +99,14 @@ __all__ = [
     "MaterialConfig",
     "MaterialSpec",
     "MoleculeConfig",
+    "MoleculeDFTConfig",
     "assign_splits",
     "build_bases",
     "chgnet_calculator",
     "code_versions",
     "combinatorial_material_specs",
     "derive_seed",
+    "dft_entries",
     "g2_molecules",
     "generate",
     "group_smiles",
@@ -109,6 +120,8 @@ __all__ = [
     "molecule_conformers",
     "molecule_entries",
     "nci_molecules",
+    "qm9_folder",
+    "qm9_molecules",
     "run_datagen_cli",
     "run_shard",
     "shard_paths",

@@ -17,6 +17,7 @@ __all__ = [
     "DatagenConfig",
     "MaterialConfig",
     "MoleculeConfig",
+    "MoleculeDFTConfig",
     "load_config",
 ]
 
@@ -33,6 +34,15 @@ class MoleculeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     nci_molecules: int = Field(1650, ge=0, description="sampled (seeded) from the filtered NCI set")
+    nci_skip: int = Field(
+        0,
+        ge=0,
+        description="pass over the first N of the seeded NCI sample order: the molecules a recipe with the same seed "
+        "and nci_molecules = N uses (so a second recipe adds only molecules the first one lacks)",
+    )
+    qm9_molecules: int = Field(
+        0, ge=0, description="QM9 molecules (seeded sample of qm9pack) from their B3LYP geometry, GFN2-xTB labels"
+    )
     include_g2: bool = True
     g2_open_shell: bool = Field(False, description="include g2 radicals (uhf from their magnetic moments)")
     max_heavy_atoms: int = Field(30, ge=1)
@@ -82,6 +92,15 @@ class MaterialConfig(BaseModel):
     max_force: float = Field(20.0, gt=0)
 
 
+class MoleculeDFTConfig(BaseModel):
+    """Recipe of the energy-only ``molecule-dft`` domain: QM9 molecules with their B3LYP energies, no forces."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    molecules: int = Field(20_000, ge=1, description="seeded sample of QM9's 130,831 molecules")
+    molecules_per_shard: int = Field(1000, ge=1)
+
+
 class DatagenConfig(BaseModel):
     """A data-generation recipe, read from YAML (``configs/datagen/*.yaml``)."""
 
@@ -91,12 +110,18 @@ class DatagenConfig(BaseModel):
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     molecule: MoleculeConfig = Field(default_factory=MoleculeConfig)
     material: MaterialConfig = Field(default_factory=MaterialConfig)
+    molecule_dft: MoleculeDFTConfig = Field(default_factory=MoleculeDFTConfig)
 
     def recipe_hash(self) -> str:
         """Hash of everything that changes the data (not ``out``)."""
         payload = self.model_dump(mode="json", exclude={"out"})
         if not payload["material"]["n_combinatorial"]:  # added later: recipes without it keep their hash
             del payload["material"]["n_combinatorial"]
+        for key in ("nci_skip", "qm9_molecules"):  # the same for these: at 0 they change nothing
+            if not payload["molecule"][key]:
+                del payload["molecule"][key]
+        if not payload["molecule_dft"]["enabled"]:
+            del payload["molecule_dft"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -16,6 +16,7 @@ from triscale.foundation.datagen.config import UNITS, MaterialConfig, MoleculeCo
 
 __all__ = [
     "FrameSkipped",
+    "check_energy",
     "chgnet_calculator",
     "code_versions",
     "common_info",
@@ -35,7 +36,8 @@ _DECIMALS = 8
 def code_versions(domain: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    names = ["ase", "numpy"] + (["rdkit", "tblite"] if domain == "molecule" else ["chgnet", "torch", "pymatgen"])
+    extra = {"molecule": ["rdkit", "tblite"], "molecule-dft": ["rdkit", "pandas", "qm9pack"]}
+    names = ["ase", "numpy"] + extra.get(domain, ["chgnet", "torch", "pymatgen"])
     versions = {"triscale": VERSION}
     for name in names:
         try:
@@ -74,6 +76,12 @@ def _check_labels(energy: float, forces: np.ndarray, max_force: float, extra: np
     largest = float(np.abs(forces).max()) if forces.size else 0.0
     if largest > max_force:
         raise FrameSkipped(f"max force > {max_force:g} eV/A ({largest:.1f})")
+
+
+def check_energy(energy: float) -> None:
+    """``FrameSkipped`` for a non-finite energy (energy-only frames)."""
+    if not np.isfinite(float(energy)):
+        raise FrameSkipped("non-finite label")
 
 
 def label_molecule(atoms, calc, max_force: float = 20.0):

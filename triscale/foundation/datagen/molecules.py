@@ -11,6 +11,7 @@ import numpy as np
 
 from triscale.common.chem import EmbeddingError, SmilesError, embed_smiles
 from triscale.foundation.datagen.config import DatagenConfig, MoleculeConfig
+from triscale.foundation.datagen.groups import group_smiles
 from triscale.foundation.datagen.labelling import (
     FrameSkipped,
     code_versions,
@@ -31,27 +32,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------- molecule pool
-def _extxyz_safe(text: str) -> bool:
-    """False for strings extxyz would read back as a bool or a number (e.g. the SMILES of HF, ``F``)."""
-    from ase.io.extxyz import key_val_dict_to_str, key_val_str_to_dict
-
-    try:
-        back = key_val_str_to_dict(key_val_dict_to_str({"k": text}))["k"]
-        return isinstance(back, str) and back == text
-    except Exception:  # pragma: no cover - defensive
-        return False
-
-
-def group_smiles(mol) -> str:
-    """Canonical SMILES without stereo: the group. Hs made explicit where extxyz would misread it."""
-    from rdkit import Chem
-
-    smiles = Chem.MolToSmiles(Chem.RemoveHs(mol), isomericSmiles=False)
-    if not _extxyz_safe(smiles):
-        smiles = Chem.MolToSmiles(Chem.RemoveHs(mol), isomericSmiles=False, allHsExplicit=True)
-    return smiles
-
-
 def nci_molecules(cfg: MoleculeConfig) -> list[dict]:
     """Filtered NCI set: neutral, closed shell, one fragment, sanitizable, allowed elements, small."""
     return [dict(e) for e in _nci_filtered(cfg.max_heavy_atoms, tuple(cfg.elements))]
@@ -133,8 +113,15 @@ def molecule_entries(cfg: MoleculeConfig, seed: int) -> list[dict]:
         return []
     nci = nci_molecules(cfg)
     rng = np.random.default_rng(derive_seed(seed, "nci-sample"))
-    chosen = [nci[i] for i in sorted(rng.permutation(len(nci))[: cfg.nci_molecules])]
+    picks = rng.permutation(len(nci))[cfg.nci_skip : cfg.nci_skip + cfg.nci_molecules]
+    chosen = [nci[i] for i in sorted(picks)]
     entries = chosen + (g2_molecules(cfg) if cfg.include_g2 else [])
+    if cfg.qm9_molecules:
+        from triscale.foundation.datagen.qm9 import qm9_molecules
+
+        taken = {e["group"] for e in entries}
+        qm9 = qm9_molecules(cfg.qm9_molecules + len(taken), seed, "xtb", cfg.max_heavy_atoms, tuple(cfg.elements))
+        entries += [e for e in qm9 if e["group"] not in taken][: cfg.qm9_molecules]
     # shuffle so every shard mixes sizes (and g2 molecules are spread over the run)
     order = np.random.default_rng(derive_seed(seed, "molecule-order")).permutation(len(entries))
     return [entries[i] for i in order]
@@ -144,14 +131,17 @@ def molecule_entries(cfg: MoleculeConfig, seed: int) -> list[dict]:
 
 
 def molecule_conformers(entry: dict, n: int, seed: int, max_heavy_atoms: int | None = None):
-    """Base geometries of a molecule: ETKDG conformers (with Hs) for NCI, the stored geometry for g2.
+    """Base geometries of a molecule: ETKDG conformers (with Hs) for NCI, the stored geometry for g2 and QM9.
 
-    Returns ``(list of Atoms, "etkdg" | "g2")``; the list is empty when ETKDG finds no embedding. The conformers come
-    from :func:`triscale.common.chem.embed_smiles` (seeded, pruned at 0.1 Å RMSD, not relaxed) with bare ``info``.
+    Returns ``(list of Atoms, "etkdg" | "g2" | "qm9")``; the list is empty when ETKDG finds no embedding. The
+    conformers come from :func:`triscale.common.chem.embed_smiles` (seeded, pruned at 0.1 Å RMSD, not relaxed) with
+    bare ``info``.
     Raises :class:`~triscale.common.chem.SmilesError` for an unparsable SMILES or one over ``max_heavy_atoms``.
     """
     from ase import Atoms
 
+    if entry["source"] == "QM9":  # the B3LYP minimum as stored in QM9
+        return [Atoms(entry["symbols"], positions=np.asarray(entry["positions"], dtype=np.float64))], "qm9"
     if entry["source"] == "g2":
         from ase.collections import g2
 

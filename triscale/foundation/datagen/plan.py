@@ -8,6 +8,7 @@ from pathlib import Path
 from triscale.foundation.datagen.config import DatagenConfig
 from triscale.foundation.datagen.materials import material_specs
 from triscale.foundation.datagen.molecules import molecule_entries
+from triscale.foundation.datagen.qm9 import DFT_DOMAIN, dft_entries
 from triscale.foundation.datagen.seeds import assign_splits
 
 __all__ = ["is_done", "make_plan", "shard_paths"]
@@ -25,7 +26,9 @@ def make_plan(config: DatagenConfig) -> list[dict]:
         {"group": s.id, "spec": s.model_dump(), "source": "prototype", "elements": s.elements}
         for s in material_specs(config.material, seed)
     ]
-    for entries in (molecules, materials):
+    dft = dft_entries(config.molecule_dft, seed)
+    # molecules and their DFT energies split together: a molecule has one split whichever labels it carries
+    for entries in (molecules + dft, materials):
         groups: dict[str, set[str]] = {}
         for e in entries:
             groups.setdefault(e["group"], set()).update(e["elements"])
@@ -36,6 +39,10 @@ def make_plan(config: DatagenConfig) -> list[dict]:
     shards = [
         {"domain": "molecule", "index": i, "entries": molecules[k : k + n]}
         for i, k in enumerate(range(0, len(molecules), n))
+    ]
+    n = config.molecule_dft.molecules_per_shard
+    shards += [
+        {"domain": DFT_DOMAIN, "index": i, "entries": dft[k : k + n]} for i, k in enumerate(range(0, len(dft), n))
     ]
     shards += [{"domain": "material", "index": i, "entries": [e]} for i, e in enumerate(materials)]
     # interleave: order by the position of each shard within its own domain

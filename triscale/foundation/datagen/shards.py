@@ -15,6 +15,7 @@ from triscale.foundation.datagen.labelling import code_versions
 from triscale.foundation.datagen.materials import run_material_shard
 from triscale.foundation.datagen.molecules import run_molecule_shard
 from triscale.foundation.datagen.plan import shard_paths
+from triscale.foundation.datagen.qm9 import DFT_DOMAIN, DFT_METHOD, run_dft_shard
 
 __all__ = ["run_shard", "write_manifest"]
 
@@ -50,7 +51,7 @@ def run_shard(shard: dict, config_json: str, out: str) -> dict:
     xyz, meta = shard_paths(out_path, shard)
     xyz.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    run = run_molecule_shard if shard["domain"] == "molecule" else run_material_shard
+    run = {"molecule": run_molecule_shard, "material": run_material_shard, DFT_DOMAIN: run_dft_shard}[shard["domain"]]
     frames, skipped = run(shard, config)
     seconds = time.perf_counter() - start
     buffer = io.StringIO()
@@ -149,6 +150,11 @@ def write_manifest(out: Path, config: DatagenConfig, plan: list[dict]) -> dict:
         "config": config.model_dump(mode="json"),
         "versions": _versions(),
     }
+    if config.molecule_dft.enabled:
+        manifest["methods"][DFT_DOMAIN] = (
+            f"{DFT_METHOD}: electronic energy U0 - ZPVE in eV at QM9's equilibrium geometry; no forces (energy-only)"
+        )
+        manifest["versions"].update(json.loads(code_versions(DFT_DOMAIN)))
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
     return manifest
 
