@@ -2,7 +2,7 @@
 trained from scratch, at equal CPU budget, beside the published full-data numbers.
 
     pip install -e ".[dev,qm9]"
-    python benchmarks/qm9.py                     # the run in docs/finetuning.md (~30 core-minutes, one thread)
+    python benchmarks/qm9.py                     # as in docs/finetuning.md §11 (~18 CPU-minutes, one thread)
     python benchmarks/qm9.py --sizes 1000 --budget 1000:90 --methods frozen lora scratch --n-test 2000
 
 Data: QM9 (130,831 molecules, B3LYP/6-31G(2df,p); Ramakrishnan et al., Sci. Data 1, 140022 (2014)) as shipped by

@@ -60,7 +60,7 @@ def test_refuses_bad_input(tmp_path):
         qm9.read_rows(qm9.csv_files(tmp_path), {0})
 
 
-@pytest.mark.slow  # ~25 CPU s (budgets of 1.5-2 s per run, plus loading the base and scoring the test rows)
+@pytest.mark.slow  # ~20 CPU s (budgets of 1.5-2 s per run, plus loading the base and scoring the test rows)
 def test_benchmark_runs_end_to_end(tmp_path):
     argv = ["--data-dir", str(FIXTURE), "--n-test", "8", "--sizes", "10", "20", "--budget", "10:1.5", "20:2"]
     results = qm9.main([*argv, "--out", str(tmp_path)])
