@@ -189,8 +189,10 @@ def write_split(case: str, workdir: Path) -> tuple[Path, Path]:
     train, test = load_case(case)
     workdir.mkdir(parents=True, exist_ok=True)
     paths = workdir / "train.extxyz", workdir / "test.extxyz"
-    write(paths[0], train, format="extxyz")
-    write(paths[1], test, format="extxyz")
+    for path, frames_ in zip(paths, (train, test), strict=True):  # atomically: contenders may run side by side
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        write(tmp, frames_, format="extxyz")
+        os.replace(tmp, path)
     return paths
 
 
