@@ -1,18 +1,19 @@
-"""Fine-tune (or train) one peer under a wall-clock budget, score it on the test frames, time its inference.
+"""Fine-tune (or train) one peer under a CPU-time budget, score it on the test frames, time its inference.
 
     python _peer_finetune.py CONTENDER TRAIN.extxyz TEST.extxyz BUDGET_S TIMING_THREADS OUT.json
 
-CONTENDER: ``chgnet`` (run with the project's python: chgnet 0.3.0 is installed there), ``sevennet`` or
-``mace-scratch`` (run with the peer venv's python: mace-torch pins e3nn 0.4.4 and disables torch's safe loading).
+CONTENDER: ``chgnet`` (run with the project's python: chgnet, with the CHGNet 0.3.0 weights, is installed there),
+``sevennet`` or ``mace-scratch`` (run with the peer venv's python: mace-torch pins e3nn 0.4.4 and disables torch's
+safe loading).
 This file imports nothing from triscale, so it runs in either environment. Frames carry ``REF_energy`` (eV) and
 ``REF_forces`` (eV/Å).
 
 One recipe for every peer, what a careful user would do: per-element energy offsets fitted by least squares to the
-training residuals (label minus the untrained model's energy) and added to the model's energy, so that the
+training residuals (label minus the model's energy before training) and added to the model's energy, so that the
 pretrained weights start from the right reference; then Adam on ``10 * MSE(E/atom) + MSE(F)`` (TriScale's loss
 weights), batch 8, one thread, until the budget runs out, checked after every optimiser step; the weights at the end
-of the budget are scored. Learning rates: 1e-3 when fine-tuning (CHGNet's and SevenNet's fine-tuning examples use
-1e-3 to 4e-3), 1e-2 with AMSGrad from scratch (MACE's defaults).
+of the budget are scored. Learning rates: 1e-3 when fine-tuning all weights of a pretrained model, 1e-2 with
+AMSGrad from scratch (MACE's defaults).
 """
 
 from __future__ import annotations

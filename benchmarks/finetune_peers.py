@@ -22,13 +22,15 @@ shared; on an idle core it is the wall-clock time). The peers check it after eve
 with the weights at its end; TriScale's loop stops on epochs, so its epoch count is set from two timed calibration
 runs to fill the budget, and its selected epoch (the recipe's validation split) is scored.
 
-    python benchmarks/finetune_peers.py data [--relabel]          # label (PySCF, ~8 CPU-min) or reuse the file
+    python benchmarks/finetune_peers.py data [--relabel] [--workers N]   # label (PySCF, ~8 CPU-min) or reuse the
+        # stored file; runs/finetune_peers/ethanol_pbe_labels.jsonl caches frames (delete it to start over)
     python benchmarks/finetune_peers.py run [--cases ethanol cu3au] [--contenders ...] [--budget 90]
         [--peer-python /work/venvs/mace/bin/python]               # peer venv (MACE, SevenNet); see docs
     python benchmarks/finetune_peers.py report                    # the table from runs/finetune_peers/*.json
 
-Per contender: test energy MAE (meV/atom), force MAE (meV/Å), inference atoms/s (energy + forces, 2 threads,
-the same 8 test structures, ``_timing.time_energy_forces``) and the training time (CPU s).
+Per contender: test energy MAE (meV/atom), force MAE (meV/Å), inference speed (energy + forces, 2 threads, the same
+8 test structures, ``_timing.time_energy_forces``) as atoms per wall second and per CPU-second, and the training time
+(CPU s). Table, verdict and discussion: docs/finetuning.md §11.
 """
 
 from __future__ import annotations
