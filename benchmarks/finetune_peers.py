@@ -30,7 +30,7 @@ runs to fill the budget, and its selected epoch (the recipe's validation split) 
 
 Per contender: test energy MAE (meV/atom), force MAE (meV/Å), inference speed (energy + forces, 2 threads, the same
 8 test structures, ``_timing.time_energy_forces``) as atoms per wall second and per CPU-second, and the training time
-(CPU s). Table, verdict and discussion: docs/finetuning.md §11.
+(CPU s). Table, verdict and discussion: docs/finetuning.md §12.
 """
 
 from __future__ import annotations
