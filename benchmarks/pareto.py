@@ -14,7 +14,9 @@ Each grid point is trained from scratch by ``triscale pretrain``'s own loop (a t
 time on one thread (``budget_clock: cpu``, so that other jobs on a shared machine do not shrink one point's budget);
 MACE-small gets the same frames and the same CPU budget in its own venv (``_peer_mace_train.py``). Then every model is
 scored on the held-out frames (force MAE meV/Å, energy MAE meV/atom, per domain) and timed on ``--threads`` threads
-(energy + forces, median of ``--repeats``) on a ~100-atom cell (Cu108) and a ~20-atom molecule (aspirin).
+(energy + forces, median of ``--repeats``) on a ~100-atom cell (Cu108; ``--cell-element``) and a ~20-atom
+molecule (aspirin).
+With ``--jobs N`` the trainings run N at a time (each one thread, each stopped by its own CPU time).
 
 The winner by the issue's rule is the point with >= 10x MACE-small's throughput (both structures) at <= 1.1x its
 held-out force MAE (both domains); otherwise "none at this budget". Points already trained in ``OUT`` are reused
@@ -68,6 +70,7 @@ def finished_shards(directory: Path) -> list[Path]:
 
 def select_frames(data: list[Path], shards: list[int], out: Path) -> dict:
     """Write the training and held-out frames of the first shards of each directory; returns a summary."""
+    from ase.data import chemical_symbols
     from ase.io import read, write
 
     train, heldout = [], []
@@ -102,6 +105,7 @@ def select_frames(data: list[Path], shards: list[int], out: Path) -> dict:
                 "atoms": int(sum(len(a) for a in sub)),
                 "groups": len({a.info["group"] for a in sub}),
             }
+    summary["elements"] = {d: sorted(chemical_symbols[z] for z in seen[d]) for d in DOMAINS}
     summary["heldout_excluded_unseen_element"] = len(heldout) - len(kept)
     if not kept:
         raise SystemExit("the selected shards have no split=test frames whose elements training covers")
@@ -132,37 +136,36 @@ def point_recipe(name: str, data_dir: Path, out_dir: Path, minutes: float, seed:
     return recipe
 
 
-def train_point(name: str, data_dir: Path, out: Path, minutes: float, seed: int) -> dict:
-    """Train one grid point in a subprocess (skipped if already done); returns its held-out metrics and steps."""
+def point_job(name: str, data_dir: Path, out: Path, minutes: float, seed: int) -> dict | None:
+    """The training subprocess of one grid point, or None when it is already trained."""
     import yaml
 
     point_dir = out / "points" / name
-    metrics_path = point_dir / "test_metrics.json"
-    if not metrics_path.exists():
-        point_dir.mkdir(parents=True, exist_ok=True)
-        recipe_path = point_dir / "recipe.yaml"
-        recipe_path.write_text(yaml.safe_dump(point_recipe(name, data_dir, point_dir, minutes, seed)))
-        code = (
-            "import sys; from triscale.foundation.pretrain import load_recipe, pretrain; "
-            "pretrain(load_recipe(sys.argv[1]), resume=False)"
-        )
-        log = open(point_dir / "train.log", "w")
-        print(f"training {name} for {minutes} CPU-minutes ...", flush=True)
-        proc = subprocess.run([sys.executable, "-c", code, str(recipe_path)], stdout=log, stderr=log, env=_env(1))
-        log.close()
-        if proc.returncode != 0:
-            raise SystemExit(f"{name}: training failed (see {point_dir / 'train.log'})")
+    if (point_dir / "test_metrics.json").exists():
+        return None
+    point_dir.mkdir(parents=True, exist_ok=True)
+    recipe_path = point_dir / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(point_recipe(name, data_dir, point_dir, minutes, seed)))
+    code = (
+        "import sys; from triscale.foundation.pretrain import load_recipe, pretrain; "
+        "pretrain(load_recipe(sys.argv[1]), resume=False)"
+    )
+    return {"name": name, "argv": [sys.executable, "-c", code, str(recipe_path)], "dir": point_dir, "env": _env(1)}
+
+
+def point_result(name: str, out: Path) -> dict:
+    point_dir = out / "points" / name
     config = json.loads((point_dir / "final" / "config.json").read_text())
     progress = json.loads((point_dir / "progress.json").read_text())
-    metrics = json.loads(metrics_path.read_text())
+    metrics = json.loads((point_dir / "test_metrics.json").read_text())
     return {
         "steps": config["pretraining"]["steps"],
         "trained_cpu_seconds": progress["trained_seconds"],
-        "heldout": {d: _pick(metrics.get(f"test/{d}")) for d in DOMAINS if f"test/{d}" in metrics},
+        "heldout": {d: _pick(metrics[f"test/{d}"]) for d in DOMAINS if f"test/{d}" in metrics},
     }
 
 
-def _pick(m: dict | None) -> dict:
+def _pick(m: dict) -> dict:
     return {
         "n_structures": m["n_structures"],
         "energy_mae_meV_per_atom": m["energy_mae_meV_per_atom"],
@@ -177,43 +180,67 @@ def _env(threads: int) -> dict:
     return env
 
 
-def train_mace(peer_python: str, data_dir: Path, out: Path, minutes: float, seed: int) -> dict:
+def mace_job(peer_python: str, data_dir: Path, out: Path, minutes: float, seed: int) -> dict | None:
     mace_dir = out / "mace-small"
-    metrics_path = mace_dir / "metrics.json"
-    if not metrics_path.exists():
-        mace_dir.mkdir(parents=True, exist_ok=True)
-        print(f"training MACE-small for {minutes} CPU-minutes ...", flush=True)
-        with open(mace_dir / "train.log", "w") as log:
-            proc = subprocess.run(
-                [
-                    peer_python,
-                    str(Path(__file__).with_name("_peer_mace_train.py")),
-                    "train",
-                    str(data_dir / "train.extxyz"),
-                    str(data_dir / "heldout.extxyz"),
-                    str(mace_dir),
-                    str(minutes),
-                    str(seed),
-                ],
-                stdout=log,
-                stderr=log,
-                env={**os.environ, "OMP_NUM_THREADS": "1"},
-            )
-        if proc.returncode != 0:
-            raise SystemExit(f"MACE-small: training failed (see {mace_dir / 'train.log'})")
-    return json.loads(metrics_path.read_text())
+    if (mace_dir / "metrics.json").exists():
+        return None
+    mace_dir.mkdir(parents=True, exist_ok=True)
+    script = str(Path(__file__).with_name("_peer_mace_train.py"))
+    argv = [peer_python, script, "train", str(data_dir / "train.extxyz"), str(data_dir / "heldout.extxyz")]
+    argv += [str(mace_dir), str(minutes), str(seed)]
+    return {"name": "MACE-small", "argv": argv, "dir": mace_dir, "env": {**os.environ, "OMP_NUM_THREADS": "1"}}
+
+
+def run_jobs(jobs: list[dict], parallel: int) -> None:
+    """Run the training subprocesses, ``parallel`` at a time (each one thread; budgets count each one's CPU time)."""
+    pending, running = list(jobs), []
+    while pending or running:
+        while pending and len(running) < parallel:
+            job = pending.pop(0)
+            log = open(job["dir"] / "train.log", "w")
+            print(f"training {job['name']} ...", flush=True)
+            running.append((job, log, subprocess.Popen(job["argv"], stdout=log, stderr=log, env=job["env"])))
+        time.sleep(0.5)
+        for item in list(running):
+            job, log, proc = item
+            if proc.poll() is None:
+                continue
+            log.close()
+            running.remove(item)
+            if proc.returncode != 0:
+                for _, other_log, other in running:
+                    other.kill()
+                    other.wait()
+                    other_log.close()
+                raise SystemExit(f"{job['name']}: training failed (see {job['dir'] / 'train.log'})")
+            print(f"trained {job['name']}", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------- timing
-def timing_structures() -> dict:
+def timing_structures(cell_element: str = "Cu") -> dict:
+    """A rattled 108-atom fcc cell (Cu: a = 3.61 Å, as benchmarks/_structures.py; else ASE's reference lattice
+    constant) and aspirin (21 atoms)."""
     from ase.build import bulk
 
-    cu108 = bulk("Cu", "fcc", a=3.61, cubic=True) * (3, 3, 3)
-    cu108.rattle(0.02, seed=1)
-    cu108.info.update(label="Cu108 (fcc)", domain="material")
+    a = 3.61 if cell_element == "Cu" else None
+    cell = bulk(cell_element, "fcc", a=a, cubic=True) * (3, 3, 3)
+    cell.rattle(0.02, seed=1)
+    cell.info.update(label=f"{cell_element}108 (fcc)", domain="material")
     mol = aspirin()
     mol.info.update(label="aspirin (21 atoms)", domain="molecule")
-    return {"cell": cu108, "molecule": mol}
+    return {"cell": cell, "molecule": mol}
+
+
+def check_coverage(structures: dict, summary: dict) -> None:
+    """Refuse before training if a timed structure has an element the training frames of its domain lack."""
+    for atoms in structures.values():
+        domain = atoms.info["domain"]
+        missing = sorted(set(atoms.get_chemical_symbols()) - set(summary["elements"][domain]))
+        if missing:
+            raise SystemExit(
+                f"the training frames have no {domain} frame with {missing} (needed to time {atoms.info['label']}): "
+                "take more shards (--shards) or another --cell-element"
+            )
 
 
 def time_triscale(model_dir: Path, structures: dict, repeats: int) -> dict:
@@ -285,7 +312,8 @@ def markdown(result: dict) -> str:
     head = ["model", "params", "CPU budget (min)", "steps"]
     for d in domains:
         head += [f"{d} F MAE (meV/Å)", f"{d} E MAE (meV/atom)"]
-    head += ["atoms/s Cu108", "atoms/s aspirin", "× MACE speed (cell / mol)", "× MACE force MAE"]
+    head += [f"atoms/s {result['timed']['cell']}", f"atoms/s {result['timed']['molecule']}"]
+    head += ["× MACE speed (cell / mol)", "× MACE force MAE"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     mace = result.get("mace")
     for r in result["rows"] + ([mace] if mace else []):
@@ -322,6 +350,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2, help="threads for the atoms/s measurement")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (each on one thread)")
+    parser.add_argument("--cell-element", default="Cu", help="element of the 108-atom fcc cell timed (default Cu)")
     parser.add_argument("--out", type=Path, default=Path("runs/pareto"))
     args = parser.parse_args(argv)
     shards = args.shards * len(args.data) if len(args.shards) == 1 else args.shards
@@ -337,17 +367,29 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         summary = select_frames(args.data, shards, data_dir)
     print(json.dumps(summary), flush=True)
+    structures = timing_structures(args.cell_element)
+    check_coverage(structures, summary)
 
-    trained = {name: train_point(name, data_dir, args.out, args.minutes, args.seed) for name in args.points}
+    jobs = [point_job(name, data_dir, args.out, args.minutes, args.seed) for name in args.points]
+    if args.peer_python:
+        jobs.append(mace_job(args.peer_python, data_dir, args.out, args.minutes, args.seed))
+    jobs = [j for j in jobs if j is not None]
+    if jobs:
+        # Build the Arrow cache of the two files once here, so that parallel trainings do not race to write it.
+        from triscale.foundation.datasets import load_structure_dataset
+
+        for name in ("train.extxyz", "heldout.extxyz"):
+            load_structure_dataset(str(data_dir / name))
+    run_jobs(jobs, args.jobs)
+    trained = {name: point_result(name, args.out) for name in args.points}
     mace = None
     if args.peer_python:
-        mace = train_mace(args.peer_python, data_dir, args.out, args.minutes, args.seed)
+        mace = json.loads((args.out / "mace-small" / "metrics.json").read_text())
 
     # Timing last, all models back to back on the same threads, so that they see the same machine load.
     import torch
 
     torch.set_num_threads(args.threads)
-    structures = timing_structures()
     rows = []
     for name in args.points:
         from triscale.foundation.model import FoundationModel
@@ -381,6 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
         "budget": f"{args.minutes:g} CPU-minutes of training per model, one thread (process CPU time)",
         "timing": f"energy + forces, median of {args.repeats}, {args.threads} threads, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}",
+        "timed": {key: atoms.info["label"] for key, atoms in structures.items()},
         "data": summary,
         "rows": rows,
         "mace": mace,

@@ -135,7 +135,7 @@ def test_harness_end_to_end(tmp_path):
     data = _shards(tmp_path / "src")
     out = tmp_path / "out"
     argv = ["--data", *map(str, data), "--shards", "5", "--minutes", "0.03", "--points", "c64-l2-r5", "c64-l3-r4"]
-    argv += ["--repeats", "1", "--threads", "1", "--out", str(out)]
+    argv += ["--repeats", "1", "--threads", "1", "--jobs", "3", "--out", str(out)]
     with_mace = Path(MACE_PYTHON).exists()
     if with_mace:
         argv += ["--peer-python", MACE_PYTHON]
@@ -173,8 +173,19 @@ def test_harness_end_to_end(tmp_path):
     assert log.stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("bad", [["--shards", "1", "2", "3"], ["--peer-python", "/nonexistent/python"]])
-def test_bad_arguments_are_refused(tmp_path, bad):
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--shards", "1", "2", "3"], None),
+        (["--peer-python", "/nonexistent/python"], None),
+        (["--cell-element", "Ni"], "no material frame with ['Ni']"),  # refused before any training
+        (["--data", "/nonexistent"], "not a directory"),
+    ],
+)
+def test_bad_arguments_are_refused(tmp_path, bad, message, capsys):
     data = _shards(tmp_path / "src")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as err:
         pareto.main(["--data", *map(str, data), "--out", str(tmp_path / "out"), *bad])
+    if message:
+        assert message in str(err.value)
+    assert not (tmp_path / "out" / "points").exists()
