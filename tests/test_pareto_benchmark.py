@@ -189,3 +189,21 @@ def test_bad_arguments_are_refused(tmp_path, bad, message, capsys):
     if message:
         assert message in str(err.value)
     assert not (tmp_path / "out" / "points").exists()
+
+
+def test_point_recipes_are_valid_pretrain_recipes(tmp_path):
+    from pydantic import ValidationError
+
+    from triscale.foundation.pretrain import PretrainRecipe
+
+    for name, (channels, layers, cutoff) in pareto.GRID.items():
+        recipe = PretrainRecipe(**pareto.point_recipe(name, tmp_path / "data", tmp_path / name, 2.0, 0))
+        assert (recipe.model["hidden_channels"], recipe.model["num_layers"], recipe.model["cutoff"]) == (
+            channels,
+            layers,
+            cutoff,
+        )
+        assert recipe.budget_clock == "cpu" and recipe.max_minutes == 2.0 and recipe.num_threads == 1
+    assert PretrainRecipe(data=["x"]).budget_clock == "wall"  # the default is unchanged
+    with pytest.raises(ValidationError, match="budget_clock"):
+        PretrainRecipe(data=["x"], budget_clock="gpu")
