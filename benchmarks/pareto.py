@@ -19,9 +19,9 @@ molecule (aspirin).
 With ``--jobs N`` the trainings run N at a time (each one thread, each stopped by its own CPU time).
 
 The winner by the issue's rule is the point with >= 10x MACE-small's throughput (both structures) at <= 1.1x its
-held-out force MAE (both domains); otherwise "none at this budget". Points already trained in ``OUT`` are reused
-(delete ``OUT/points/NAME`` to retrain one). Rank-2 (TensorNet-like) features are not in the grid: TriScale has no
-rank-2 implementation (its features are l <= 1: scalars and vectors).
+held-out force MAE (both domains); otherwise "none at this budget". A rerun into the same ``OUT`` reuses the frames
+when ``--shards`` are the same, and each model trained after them with the same recipe (budget included). Rank-2
+(TensorNet-like) features are not in the grid: TriScale has no rank-2 implementation (its features are l <= 1).
 
 Writes ``OUT/pareto.json`` and ``OUT/pareto.md`` and prints the table.
 """
@@ -96,7 +96,7 @@ def select_frames(data: list[Path], shards: list[int], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write(out / "train.extxyz", train, format="extxyz")
     write(out / "heldout.extxyz", kept, format="extxyz")
-    summary = {"shards": used, "train": {}, "heldout": {}}
+    summary = {"requested": {str(d): k for d, k in zip(data, shards)}, "shards": used, "train": {}, "heldout": {}}
     for name, frames in (("train", train), ("heldout", kept)):
         for d in DOMAINS:
             sub = [a for a in frames if a.info["domain"] == d]
@@ -141,16 +141,25 @@ def point_job(name: str, data_dir: Path, out: Path, minutes: float, seed: int) -
     import yaml
 
     point_dir = out / "points" / name
-    if (point_dir / "test_metrics.json").exists():
-        return None
-    point_dir.mkdir(parents=True, exist_ok=True)
+    recipe = point_recipe(name, data_dir, point_dir, minutes, seed)
     recipe_path = point_dir / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(point_recipe(name, data_dir, point_dir, minutes, seed)))
+    done = point_dir / "test_metrics.json"
+    if _newer(done, data_dir / "train.extxyz") and yaml.safe_load(recipe_path.read_text()) == recipe:
+        return None  # trained with this very recipe (budget included): reuse
+    point_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("test_metrics.json", "progress.json", "statistics.json", "metrics.jsonl"):
+        (point_dir / stale).unlink(missing_ok=True)
+    recipe_path.write_text(yaml.safe_dump(recipe))
     code = (
         "import sys; from triscale.foundation.pretrain import load_recipe, pretrain; "
         "pretrain(load_recipe(sys.argv[1]), resume=False)"
     )
     return {"name": name, "argv": [sys.executable, "-c", code, str(recipe_path)], "dir": point_dir, "env": _env(1)}
+
+
+def _newer(result: Path, data: Path) -> bool:
+    """``result`` exists and was written after ``data`` (a model trained on the current frames)."""
+    return result.exists() and result.stat().st_mtime_ns > data.stat().st_mtime_ns
 
 
 def point_result(name: str, out: Path) -> dict:
@@ -182,8 +191,10 @@ def _env(threads: int) -> dict:
 
 def mace_job(peer_python: str, data_dir: Path, out: Path, minutes: float, seed: int) -> dict | None:
     mace_dir = out / "mace-small"
-    if (mace_dir / "metrics.json").exists():
+    done = mace_dir / "metrics.json"
+    if _newer(done, data_dir / "train.extxyz") and json.loads(done.read_text()).get("budget_cpu_minutes") == minutes:
         return None
+    done.unlink(missing_ok=True)
     mace_dir.mkdir(parents=True, exist_ok=True)
     script = str(Path(__file__).with_name("_peer_mace_train.py"))
     argv = [peer_python, script, "train", str(data_dir / "train.extxyz"), str(data_dir / "heldout.extxyz")]
@@ -362,10 +373,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     data_dir = args.out / "data"
     summary_path = data_dir / "summary.json"
-    if summary_path.exists():  # a rerun scores the same frames even if datagen has written more shards since
-        summary = json.loads(summary_path.read_text())
-    else:
+    requested = {str(d): k for d, k in zip(args.data, shards)}
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    if summary is None or summary.get("requested") != requested:
         summary = select_frames(args.data, shards, data_dir)
+    # else: a rerun with the same arguments scores the same frames even if datagen has written more shards since
     print(json.dumps(summary), flush=True)
     structures = timing_structures(args.cell_element)
     check_coverage(structures, summary)

@@ -171,6 +171,11 @@ def test_harness_end_to_end(tmp_path):
     before = log.stat().st_mtime_ns
     pareto.main(argv)
     assert log.stat().st_mtime_ns == before
+    # Another budget retrains (only the point asked for here).
+    again = pareto.main([*argv[:6], "0.02", "--points", "c64-l2-r5", *argv[10:18]])  # without MACE
+    assert log.stat().st_mtime_ns > before
+    assert "max_minutes: 0.02" in log.with_name("recipe.yaml").read_text()
+    assert again["rows"][0]["steps"] >= 1 and again["mace"] is None
 
 
 @pytest.mark.parametrize(
