@@ -15,7 +15,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -57,7 +57,11 @@ class PretrainRecipe(BaseModel):
     loss_weights: dict[str, LossWeights] = Field(default_factory=dict, description="per domain")
     batch_size: int = Field(16, ge=1)
     max_steps: int = Field(10_000, ge=1)
-    max_minutes: float | None = Field(None, gt=0, description="stop (and export) after this wall time")
+    max_minutes: float | None = Field(None, gt=0, description="stop (and export) after this much training time")
+    budget_clock: Literal["wall", "cpu"] = Field(
+        "wall",
+        description="what max_minutes counts: wall time, or this process's CPU time (fair budgets on a shared machine)",
+    )
     lr: float = Field(3e-3, gt=0)
     min_lr_ratio: float = Field(0.02, gt=0, le=1)
     warmup_steps: int = Field(200, ge=0)
@@ -383,7 +387,8 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     val = [g for g in splits.get("val", []) if set(g[K.ATOMIC_NUMBERS].tolist()) <= known]
     order = np.random.default_rng(recipe.seed).permutation(len(val))[: recipe.max_eval_structures]
     val = [val[i] for i in sorted(order)]
-    start = time.perf_counter() - trained_seconds
+    clock = time.process_time if recipe.budget_clock == "cpu" else time.perf_counter
+    start = clock() - trained_seconds
     epoch_iter = _train_batches(splits["train"], recipe, step, accelerator.process_index, accelerator.num_processes)
     several = accelerator.num_processes > 1
     model.train()
@@ -391,7 +396,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
     last_log = time.perf_counter()
     first_step = step  # logged whatever it is, so a resumed or continued run shows where it starts
     while step < recipe.max_steps:
-        trained_seconds = time.perf_counter() - start
+        trained_seconds = clock() - start
         out_of_time = recipe.max_minutes is not None and trained_seconds / 60 > recipe.max_minutes
         if several:  # the main process's clock decides for all (they must take the same number of steps)
             out_of_time = bool(accelerator.reduce(torch.tensor([float(out_of_time and main)], device=device)).item())
@@ -417,7 +422,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
         step += 1
         if time.perf_counter() - last_log > 30 or step == first_step + 1:
             last_log = time.perf_counter()
-            rate = step / max(time.perf_counter() - start, 1e-9)  # since the first run
+            rate = step / max(clock() - start, 1e-9)  # since the first run
             console.print(
                 f"step {step:6d} loss {float(loss.detach()):.4g} lr {optimizer.param_groups[0]['lr']:.2e} "
                 + " ".join(f"{k} {v:.3g}" for k, v in sorted(logs.items()))
@@ -434,10 +439,10 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
             metrics_log.write(json.dumps(metrics) + "\n")
             metrics_log.flush()
         if step % recipe.checkpoint_every == 0:
-            _checkpoint(accelerator, state_dir, progress_path, step, time.perf_counter() - start)
-            _export_progress(progress_dir, ema.module, stats_path, recipe, step, time.perf_counter() - start)
-    _checkpoint(accelerator, state_dir, progress_path, step, time.perf_counter() - start)
-    _export_progress(progress_dir, ema.module, stats_path, recipe, step, time.perf_counter() - start)
+            _checkpoint(accelerator, state_dir, progress_path, step, clock() - start)
+            _export_progress(progress_dir, ema.module, stats_path, recipe, step, clock() - start)
+    _checkpoint(accelerator, state_dir, progress_path, step, clock() - start)
+    _export_progress(progress_dir, ema.module, stats_path, recipe, step, clock() - start)
     metrics_log.close()
     if not main:  # the main process exports and evaluates the (identical) EMA weights
         accelerator.wait_for_everyone()
