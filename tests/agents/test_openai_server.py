@@ -68,35 +68,21 @@ def server_url(tmp_path_factory):
             proc.wait()
 
 
+@pytest.fixture(autouse=True)
+def _patient(monkeypatch):
+    """A CPU-only server on busy cores takes minutes for a long prompt; it serves one request at a time."""
+    monkeypatch.setenv("TRISCALE_LLM_TIMEOUT_S", "1800")
+
+
 @pytest.fixture
 def llm(server_url):
     from triscale.agents.llm import make_llm
 
     model, info = make_llm(f"openai:qwen@{server_url}")
     assert info.backend == "openai" and info.native_tools and info.base_url == server_url
+    assert model.request_timeout == 1800
+    model.max_tokens = 96
     return model
-
-
-def test_gfn2_question_end_to_end(server_url, tmp_path, call):
-    """The model calls the tools through the server; the answer's energy is GFN2-xTB's, traced to the call."""
-    from triscale.agents import ScienceAgent
-
-    agent = ScienceAgent(
-        f"openai:qwen@{server_url}",
-        tmp_path / "ws",
-        tools=["build_molecule", "single_point"],
-        memory=False,
-        max_model_calls=5,
-    )
-    assert agent.structured  # native tool calling: a structured final answer is asked for
-    events = []
-    run = agent.ask("What is the energy of a water molecule with GFN2-xTB?", on_event=lambda k, d: events.append(k))
-    assert run.stop_reason == "answered", run.answer.answer
-    assert run.n_tool_calls >= 1 and "tool_end" in events
-    energy = [r for r in run.answer.results if r.property == "energy"]
-    assert energy and energy[0].method == "gfn2-xtb" and energy[0].tool_calls
-    ref = call("single_point", structure_id="water", calculator="gfn2-xtb").energy_eV
-    assert energy[0].value == pytest.approx(ref, abs=1e-5)
 
 
 def test_streaming(llm):
@@ -132,3 +118,25 @@ def test_structured_answer(llm):
     )
     assert isinstance(out, ModelAnswer) and out.answer
     assert any(abs(r.value - -137.967776) < 1e-3 for r in out.results if isinstance(r.value, float))
+
+
+def test_gfn2_question_end_to_end(server_url, tmp_path, call):
+    """The model calls the tools through the server; the answer's energy is GFN2-xTB's, traced to the call."""
+    from triscale.agents import ScienceAgent
+
+    agent = ScienceAgent(
+        f"openai:qwen@{server_url}",
+        tmp_path / "ws",
+        tools=["build_molecule", "single_point"],
+        memory=False,
+        max_model_calls=5,
+    )
+    assert agent.structured  # native tool calling: a structured final answer is asked for
+    events = []
+    run = agent.ask("What is the energy of a water molecule with GFN2-xTB?", on_event=lambda k, d: events.append(k))
+    assert run.stop_reason == "answered", run.answer.answer
+    assert run.n_tool_calls >= 1 and "tool_end" in events
+    energy = [r for r in run.answer.results if r.property == "energy"]
+    assert energy and energy[0].method == "gfn2-xtb" and energy[0].tool_calls
+    ref = call("single_point", structure_id="water", calculator="gfn2-xtb").energy_eV
+    assert energy[0].value == pytest.approx(ref, abs=1e-5)

@@ -194,6 +194,16 @@ def _check_reachable(url: str, timeout_s: float = 3.0) -> None:
 _FORCED_CHOICES = ("required", "any")
 
 
+def _request_timeout_s() -> float:
+    """Seconds one request to an OpenAI-compatible server may take: ``TRISCALE_LLM_TIMEOUT_S``, default 300
+    (a CPU-only server on busy cores can need more for its first, longest prompt)."""
+    try:
+        value = float(os.environ.get("TRISCALE_LLM_TIMEOUT_S", "300"))
+    except ValueError:
+        value = 300.0
+    return value if value > 0 else 300.0
+
+
 def _openai_chat(**kwargs: Any) -> Any:
     """A ``ChatOpenAI`` that falls back to ``tool_choice="auto"`` on servers that reject a forced choice.
 
@@ -271,7 +281,7 @@ def make_llm(spec: str | None = None, *, temperature: float = 0.0, check: bool =
             base_url=url,
             api_key=key or "not-needed",
             temperature=temperature,
-            timeout=300,
+            timeout=_request_timeout_s(),
             max_retries=1,
         )
         return llm, LLMInfo("openai", model, url)
@@ -292,7 +302,7 @@ def make_llm(spec: str | None = None, *, temperature: float = 0.0, check: bool =
             base_url=host.rstrip("/") + "/v1",
             api_key="ollama",
             temperature=temperature,
-            timeout=300,
+            timeout=_request_timeout_s(),
             max_retries=1,
         )
         return llm, LLMInfo("ollama-openai", rest, host + "/v1")
