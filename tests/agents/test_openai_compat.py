@@ -100,3 +100,35 @@ def test_other_errors_are_not_retried(server):
 
     with pytest.raises(openai.InternalServerError):
         llm.bind_tools([build_molecule]).invoke("Build CO.")  # not forced: the error is the server's
+
+
+def test_streamed_tool_call_names_are_not_repeated():
+    """llama-cpp-python's server repeats the function name in every streamed chunk of a call."""
+    from triscale.agents.llm import _openai_chat
+
+    def chunk(delta, finish=None):
+        body = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return f"data: {json.dumps(body)}\n\n"
+
+    def call_delta(args, first=False):
+        d = {"index": 0, "type": "function", "function": {"name": "build_molecule", "arguments": args}}
+        if first:
+            d["id"] = "c1"
+        return {"role": "assistant", "content": None, "tool_calls": [d]}
+
+    sse = chunk(call_delta('{"name": ', True)) + chunk(call_delta('"methane"')) + chunk(call_delta("}"))
+    sse += chunk({}, "tool_calls") + "data: [DONE]\n\n"
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse.encode())
+
+    llm = _openai_chat(
+        model="m", base_url="http://fake/v1", api_key="k", max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )  # fmt: skip
+    total = None
+    for c in llm.bind_tools([build_molecule]).stream("Build methane."):
+        total = c if total is None else total + c
+    expected = {"name": "build_molecule", "args": {"name": "methane"}, "id": "c1", "type": "tool_call"}
+    assert total.tool_calls == [expected]

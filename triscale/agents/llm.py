@@ -212,8 +212,27 @@ def _openai_chat(**kwargs: Any) -> Any:
     tool and answers "required" with HTTP 500. Such a request is sent again once with "auto" and, for this
     model object, all later forced ones too (the answer is then still assembled from the tool results). An
     assistant turn that only calls tools is sent with content "" rather than null (that server's request schema
-    refuses null; OpenAI's accepts both)."""
+    refuses null; OpenAI's accepts both). Streamed tool calls keep one function name per call."""
     return _compat_chat_openai()(**kwargs)
+
+
+def _one_name_per_call(chunks: Any) -> Any:
+    """Streamed tool calls with the function name in the first chunk of each call only: llama-cpp-python's
+    server repeats it in every chunk, which LangChain would concatenate ("build_moleculebuild_molecule...")."""
+    named: set[Any] = set()
+    for chunk in chunks:
+        parts = getattr(chunk.message, "tool_call_chunks", None)
+        if parts:
+            fixed = []
+            for part in parts:
+                index = part.get("index")
+                if part.get("name") and index in named:
+                    part = {**part, "name": None}
+                elif part.get("name"):
+                    named.add(index)
+                fixed.append(part)
+            chunk.message.tool_call_chunks = fixed
+        yield chunk
 
 
 @lru_cache(maxsize=1)
@@ -251,12 +270,13 @@ def _compat_chat_openai() -> type:
         def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
             forced, kw = self._choice(kwargs)
             try:
-                yield from super()._stream(messages, stop, run_manager, **kw)
+                yield from _one_name_per_call(super()._stream(messages, stop, run_manager, **kw))
             except rejected:  # raised on the request, before any chunk
                 if not forced or self._auto_only:
                     raise
                 self._auto_only = True
-                yield from super()._stream(messages, stop, run_manager, **{**kw, "tool_choice": "auto"})
+                kw = {**kw, "tool_choice": "auto"}
+                yield from _one_name_per_call(super()._stream(messages, stop, run_manager, **kw))
 
     return CompatChatOpenAI
 
