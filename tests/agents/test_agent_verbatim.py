@@ -254,7 +254,8 @@ def test_structure_smiles():
 
     assert smi("sulfur dioxide") == "O=S=O" and smi("carbon monoxide") == "[C-]#[O+]"
     assert smi("DMSO") == "CS(C)=O" and smi("acetic acid") == "CC(=O)O"
-    assert smi("nitrogen dioxide") is None  # open shell: no SMILES rather than a wrong one
+    assert smi("nitrogen dioxide") is None  # open shell, geometry only: no SMILES rather than a wrong one
+    assert structure_smiles(molecule_from_text("nitrogen dioxide")[0], "nitrogen dioxide") == "[O]N=O"
 
 
 def test_invalid_choice_of_an_optional_argument_is_left_out(make_agent):

@@ -265,67 +265,11 @@ def asked_fields(question: str, result: dict[str, Any], declared: tuple[str, ...
     return tuple(declared) + tuple(extra)
 
 
-def _xyz(atoms: Any) -> str:
-    rows = [f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)]
-    return f"{len(atoms)}\n\n" + "\n".join(rows)
-
-
 def structure_smiles(atoms: Any, label: str | None = None, charge: int = 0) -> str | None:
-    """Canonical SMILES of a stored molecule: its label when that is a SMILES of the same composition (built
-    from SMILES), else RDKit's bond perception (``rdDetermineBonds``) of the geometry; None when neither works
-    (e.g. open-shell NO2) or the structure is periodic."""
-    from rdkit import Chem, RDLogger
-    from rdkit.Chem import rdDetermineBonds
+    """Canonical SMILES of a stored molecule (:func:`triscale.tools.builders.molecule_smiles`)."""
+    from triscale.tools.builders import molecule_smiles
 
-    RDLogger.DisableLog("rdApp.*")
-    if atoms is None or bool(atoms.pbc.any()):
-        return None
-    formula = atoms.get_chemical_formula(mode="hill")
-    if label:
-        mol = Chem.MolFromSmiles(label.removeprefix("smiles:"))
-        if mol is not None:
-            from rdkit.Chem.rdMolDescriptors import CalcMolFormula
-
-            if CalcMolFormula(Chem.AddHs(mol)).rstrip("+-") == formula:
-                return Chem.MolToSmiles(mol)
-    try:
-        mol = Chem.MolFromXYZBlock(_xyz(atoms))
-        rdDetermineBonds.DetermineBonds(mol, charge=int(charge or 0))
-        return Chem.MolToSmiles(Chem.RemoveHs(_hypervalent(mol)))
-    except Exception:
-        return None
-
-
-def _hypervalent(mol: Any) -> Any:
-    """Charge-separated single bonds from an atom that can expand its octet (S, P, Se, halogens of period 3+)
-    written as double bonds, as chemists and PubChem write them (``O=[S+][O-]`` -> ``O=S=O``); CO stays
-    ``[C-]#[O+]``."""
-    from rdkit import Chem
-
-    rw = Chem.RWMol(mol)
-    changed = False
-    for b in rw.GetBonds():
-        a, c = b.GetBeginAtom(), b.GetEndAtom()
-        for pos, neg in ((a, c), (c, a)):
-            if (
-                b.GetBondType() == Chem.BondType.SINGLE
-                and pos.GetFormalCharge() == 1
-                and neg.GetFormalCharge() == -1
-                and pos.GetSymbol() in ("S", "P", "Se", "Cl", "Br", "I", "As")
-            ):
-                b.SetBondType(Chem.BondType.DOUBLE)
-                pos.SetFormalCharge(0)
-                neg.SetFormalCharge(0)
-                changed = True
-                break
-    if not changed:
-        return mol
-    try:
-        out = rw.GetMol()
-        Chem.SanitizeMol(out)
-        return out
-    except Exception:
-        return mol
+    return molecule_smiles(atoms, label, charge)
 
 
 def _smiles_items(records: list[ToolRecord], workspace: Any) -> list[ResultItem]:
@@ -338,13 +282,15 @@ def _smiles_items(records: list[ToolRecord], workspace: Any) -> list[ResultItem]
             atoms = workspace.get(sid)
         except Exception:
             continue
-        smi = structure_smiles(atoms, rec.result.get("label"), rec.result.get("charge_e") or 0)
+        smi = rec.result.get("smiles") or structure_smiles(
+            atoms, rec.result.get("label"), rec.result.get("charge_e") or 0
+        )
         if smi:
             items.append(
                 ResultItem(
                     property="smiles",
                     value=smi,
-                    method="RDKit canonical SMILES of the stored structure",
+                    method="RDKit canonical SMILES of the built structure",
                     structure_ids=[sid],
                     tool_calls=[rec.call_id] if rec.call_id else [],
                 )
@@ -371,8 +317,8 @@ def results_from_records(records: list[ToolRecord], question: str = "", workspac
         fields = answer_fields(rec.name)
         if fields is None:  # unknown tool: every scalar with a unit suffix
             fields = tuple(k for k, v in rec.result.items() if isinstance(v, int | float) and split_unit(k)[1])
-        if question:
-            fields = asked_fields(question, rec.result, fields)
+        if question:  # a built molecule's SMILES is one item of its own (_smiles_items)
+            fields = tuple(f for f in asked_fields(question, rec.result, fields) if f != "smiles")
         method = str(rec.result.get("method") or "")
         for f in fields:
             for prop, value, unit, std_field in _rows(f, rec.result.get(f)):

@@ -28,6 +28,7 @@ import os
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,96 @@ def _check_reachable(url: str, timeout_s: float = 3.0) -> None:
         raise NoBackendError(f"The LLM endpoint {url} does not answer ({e}).\n\n{HELP}") from None
 
 
+_FORCED_CHOICES = ("required", "any")
+
+
+def _request_timeout_s() -> float:
+    """Seconds one request to an OpenAI-compatible server may take: ``TRISCALE_LLM_TIMEOUT_S``, default 300
+    (a CPU-only server on busy cores can need more for its first, longest prompt)."""
+    try:
+        value = float(os.environ.get("TRISCALE_LLM_TIMEOUT_S", "300"))
+    except ValueError:
+        value = 300.0
+    return value if value > 0 else 300.0
+
+
+def _openai_chat(**kwargs: Any) -> Any:
+    """A ``ChatOpenAI`` that falls back to ``tool_choice="auto"`` on servers that reject a forced choice.
+
+    LangChain forces a tool call (``tool_choice="required"``) for structured answers and TriScale does when the
+    model answers before computing anything; llama-cpp-python's server accepts only "auto", "none" or one named
+    tool and answers "required" with HTTP 500. Such a request is sent again once with "auto" and, for this
+    model object, all later forced ones too (the answer is then still assembled from the tool results). An
+    assistant turn that only calls tools is sent with content "" rather than null (that server's request schema
+    refuses null; OpenAI's accepts both). Streamed tool calls keep one function name per call."""
+    return _compat_chat_openai()(**kwargs)
+
+
+def _one_name_per_call(chunks: Any) -> Any:
+    """Streamed tool calls with the function name in the first chunk of each call only: llama-cpp-python's
+    server repeats it in every chunk, which LangChain would concatenate ("build_moleculebuild_molecule...")."""
+    named: set[Any] = set()
+    for chunk in chunks:
+        parts = getattr(chunk.message, "tool_call_chunks", None)
+        if parts:
+            fixed = []
+            for part in parts:
+                index = part.get("index")
+                if part.get("name") and index in named:
+                    part = {**part, "name": None}
+                elif part.get("name"):
+                    named.add(index)
+                fixed.append(part)
+            chunk.message.tool_call_chunks = fixed
+        yield chunk
+
+
+@lru_cache(maxsize=1)
+def _compat_chat_openai() -> type:
+    import openai
+    from langchain_openai import ChatOpenAI
+    from pydantic import PrivateAttr
+
+    rejected = (openai.BadRequestError, openai.UnprocessableEntityError, openai.InternalServerError)
+
+    class CompatChatOpenAI(ChatOpenAI):
+        _auto_only: bool = PrivateAttr(default=False)
+
+        def _get_request_payload(self, input_: Any, *, stop: Any = None, **kwargs: Any) -> dict:
+            payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+            for m in payload.get("messages") or []:
+                if m.get("role") == "assistant" and m.get("content") is None:
+                    m["content"] = ""
+            return payload
+
+        def _choice(self, kwargs: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+            forced = kwargs.get("tool_choice") in _FORCED_CHOICES
+            return forced, ({**kwargs, "tool_choice": "auto"} if forced and self._auto_only else kwargs)
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            forced, kw = self._choice(kwargs)
+            try:
+                return super()._generate(messages, stop, run_manager, **kw)
+            except rejected:
+                if not forced or self._auto_only:
+                    raise
+                self._auto_only = True
+                return super()._generate(messages, stop, run_manager, **{**kw, "tool_choice": "auto"})
+
+        def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            forced, kw = self._choice(kwargs)
+            try:
+                yield from _one_name_per_call(super()._stream(messages, stop, run_manager, **kw))
+            except rejected:  # raised on the request, before any chunk
+                if not forced or self._auto_only:
+                    raise
+                self._auto_only = True
+                kw = {**kw, "tool_choice": "auto"}
+                yield from _one_name_per_call(super()._stream(messages, stop, run_manager, **kw))
+
+    return CompatChatOpenAI
+
+
 def make_llm(spec: str | None = None, *, temperature: float = 0.0, check: bool = True):
     """``(chat_model, LLMInfo)`` for a backend spec (see the module docstring)."""
     spec = resolve_spec(spec).strip()
@@ -205,14 +296,12 @@ def make_llm(spec: str | None = None, *, temperature: float = 0.0, check: bool =
             )
         if check and url:
             _check_reachable(url)
-        from langchain_openai import ChatOpenAI
-
-        llm = ChatOpenAI(
+        llm = _openai_chat(
             model=model or "default",
             base_url=url,
             api_key=key or "not-needed",
             temperature=temperature,
-            timeout=300,
+            timeout=_request_timeout_s(),
             max_retries=1,
         )
         return llm, LLMInfo("openai", model, url)
@@ -233,7 +322,7 @@ def make_llm(spec: str | None = None, *, temperature: float = 0.0, check: bool =
             base_url=host.rstrip("/") + "/v1",
             api_key="ollama",
             temperature=temperature,
-            timeout=300,
+            timeout=_request_timeout_s(),
             max_retries=1,
         )
         return llm, LLMInfo("ollama-openai", rest, host + "/v1")

@@ -348,7 +348,7 @@ class ChatLocalGGUF(BaseChatModel):
     n_ctx: int = 8192
     n_threads: int | None = None
     temperature: float = 0.0
-    max_tokens: int = 768
+    max_tokens: int = 384  # caps a rambling turn; a call is ~40 tokens, a final answer ~30
     seed: int = 0
     grammar_retry: bool = True
     compact: bool = True

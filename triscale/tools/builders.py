@@ -19,7 +19,7 @@ from triscale.tools.base import ToolContext, ToolInput, ToolResult, register, se
 from triscale.tools.errors import ToolInputError, ToolLimitError
 from triscale.tools.validation import check_symbol, summarize, validate_atoms
 
-__all__ = ["molecule_from_text", "molecule_from_smiles", "StructureResult"]
+__all__ = ["molecule_from_text", "molecule_from_smiles", "molecule_smiles", "MoleculeResult", "StructureResult"]
 
 MAX_BUILD_ATOMS = 20000
 #: SMILES longer than this (characters) are refused before RDKit parses them.
@@ -92,7 +92,23 @@ _EXTRA_NAMES: dict[str, str] = {
     "acrylonitrile": "H2CCHCN",
     "vinyl chloride": "H2CCHCl",
     "methyl formate": "HCOOCH3",
+    # not in g2 under any name, and no name -> structure source ships in the installed packages (RDKit has none;
+    # ASE's pubchem module needs the network): the few asked for by users are listed here with their SMILES
+    "carbonic acid": "smiles:OC(=O)O",
 }
+
+# Open-shell g2 molecules whose SMILES RDKit's bond perception cannot write (an odd electron count): the usual
+# radical SMILES (PubChem's, after RDKit canonicalisation), so a built NO2 still has a SMILES.
+_OPEN_SHELL_SMILES: dict[str, str] = {
+    "NO2": "[O]N=O",
+    "NO": "[N]=O",
+    "OH": "[OH]",
+    "CH3": "[CH3]",
+    "CN": "[C]#N",
+}
+
+#: g2 'name' entries' parenthesised synonyms that are not names ("2A" states, "radical" descriptions).
+_G2_SYNONYM_SKIP = re.compile(r"\^|\b2a\b|radical|symm|silicon diatomic|\bcs\b")
 
 
 @lru_cache(maxsize=1)
@@ -104,7 +120,28 @@ def _g2_names() -> dict[str, str]:
         name = re.split(r" \(|,|\. ", entry.get("description", ""))[0].strip().lower()
         if name and not name.endswith((" atom", " radical")) and name not in out:
             out[name] = key
+    # the synonyms in the 'name' field: "COF_2 (Carbonic difluoride)", "CH_3CN (methyl cyanide)", ...
+    for key, entry in data.items():
+        for syn in re.findall(r"\(([^()]*)\)", entry.get("name") or ""):
+            syn = " ".join(syn.strip().lower().split())
+            if len(syn) > 3 and not _G2_SYNONYM_SKIP.search(syn) and syn not in out:
+                out[syn] = key
     return out
+
+
+def _name_target(text: str) -> str | None:
+    """What a molecule name resolves to: a g2 key, ``smiles:...`` or None (unknown)."""
+    from ase.collections import g2
+
+    t = str(text).strip()
+    if t in g2.names:
+        return t
+    low = " ".join(t.lower().replace("_", " ").split())
+    target = _EXTRA_NAMES.get(low) or _g2_names().get(low)
+    if target is None:  # case-insensitive g2 key, e.g. 'h2o'
+        matches = [n for n in g2.names if n.lower() == t.lower()]
+        target = matches[0] if len(matches) == 1 else None
+    return target
 
 
 def _inline(fn: Any, *args: Any, label: str | None = None, **kwargs: Any) -> Any:
@@ -187,25 +224,15 @@ def molecule_from_text(text: str, *, compute: Any = None) -> tuple[Atoms, str, s
     the smiles argument for methanol). ``compute`` as in :func:`molecule_from_smiles`.
     """
     from ase.build import molecule
-    from ase.collections import g2
 
     t = str(text).strip()
     if not t:
         raise ToolInputError("Empty molecule name.", hint="Give a name ('water'), a formula ('H2O') or SMILES.")
     if t.lower().startswith("smiles:"):
         return molecule_from_smiles(t[7:], compute=compute), t[7:], "SMILES"
-    key = None
-    if t in g2.names:
-        key = t
-    else:
-        low = " ".join(t.lower().replace("_", " ").split())
-        target = _EXTRA_NAMES.get(low) or _g2_names().get(low)
-        if target and target.startswith("smiles:"):
-            return molecule_from_smiles(target[7:], compute=compute), low, "SMILES"
-        key = target
-        if key is None:  # case-insensitive g2 key, e.g. 'h2o'
-            matches = [n for n in g2.names if n.lower() == t.lower()]
-            key = matches[0] if len(matches) == 1 else None
+    key = _name_target(t)
+    if key is not None and key.startswith("smiles:"):
+        return molecule_from_smiles(key[7:], compute=compute), " ".join(t.lower().split()), "SMILES"
     if key is not None:
         atoms = molecule(key)
         mag = atoms.get_initial_magnetic_moments()
@@ -223,6 +250,80 @@ def molecule_from_text(text: str, *, compute: Any = None) -> tuple[Atoms, str, s
         f"{text!r} is not a known molecule name, g2 formula or valid SMILES.",
         hint="Use a SMILES string (e.g. 'CCO') or a g2 formula (e.g. 'H2O', 'CH4', 'C6H6').",
     )
+
+
+def _xyz(atoms: Atoms) -> str:
+    rows = [f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    return f"{len(atoms)}\n\n" + "\n".join(rows)
+
+
+def _same_composition(mol: Any, formula: str) -> bool:
+    from rdkit import Chem
+    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+
+    return CalcMolFormula(Chem.AddHs(mol)).rstrip("+-") == formula
+
+
+def molecule_smiles(atoms: Atoms | None, label: str | None = None, charge: int = 0) -> str | None:
+    """Canonical SMILES (RDKit) of a molecule: its label when that is a SMILES of the same composition (built
+    from SMILES) or a name whose SMILES the builder knows, else RDKit's bond perception (``rdDetermineBonds``) of
+    the geometry; None when none works (e.g. an open-shell molecule not in :data:`_OPEN_SHELL_SMILES`) or the
+    structure is periodic."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import rdDetermineBonds
+
+    RDLogger.DisableLog("rdApp.*")
+    if atoms is None or bool(atoms.pbc.any()):
+        return None
+    formula = atoms.get_chemical_formula(mode="hill")
+    if label:
+        target = _name_target(label.removeprefix("smiles:")) if not label.startswith("smiles:") else label
+        candidates = [label.removeprefix("smiles:")]
+        if target is not None:
+            candidates.insert(0, target.removeprefix("smiles:") if target.startswith("smiles:") else "")
+            candidates.insert(0, _OPEN_SHELL_SMILES.get(target, ""))
+        for text in candidates:
+            mol = Chem.MolFromSmiles(text) if text else None
+            if mol is not None and _same_composition(mol, formula):
+                return Chem.MolToSmiles(mol)
+    try:
+        mol = Chem.MolFromXYZBlock(_xyz(atoms))
+        rdDetermineBonds.DetermineBonds(mol, charge=int(charge or 0))
+        return Chem.MolToSmiles(Chem.RemoveHs(_hypervalent(mol)))
+    except Exception:
+        return None
+
+
+def _hypervalent(mol: Any) -> Any:
+    """Charge-separated single bonds from an atom that can expand its octet (S, P, Se, halogens of period 3+)
+    written as double bonds, as chemists and PubChem write them (``O=[S+][O-]`` -> ``O=S=O``); CO stays
+    ``[C-]#[O+]``."""
+    from rdkit import Chem
+
+    rw = Chem.RWMol(mol)
+    changed = False
+    for b in rw.GetBonds():
+        a, c = b.GetBeginAtom(), b.GetEndAtom()
+        for pos, neg in ((a, c), (c, a)):
+            if (
+                b.GetBondType() == Chem.BondType.SINGLE
+                and pos.GetFormalCharge() == 1
+                and neg.GetFormalCharge() == -1
+                and pos.GetSymbol() in ("S", "P", "Se", "Cl", "Br", "I", "As")
+            ):
+                b.SetBondType(Chem.BondType.DOUBLE)
+                pos.SetFormalCharge(0)
+                neg.SetFormalCharge(0)
+                changed = True
+                break
+    if not changed:
+        return mol
+    try:
+        out = rw.GetMol()
+        Chem.SanitizeMol(out)
+        return out
+    except Exception:
+        return mol
 
 
 # --------------------------------------------------------------------------- results
@@ -246,11 +347,17 @@ class StructureResult(ToolResult):
     file: str | None = Field(None, description="Workspace-relative path of a written file.")
 
 
-def _result(ctx: ToolContext, sid: str, **extra: Any) -> StructureResult:
+class MoleculeResult(StructureResult):
+    smiles: str | None = Field(
+        None, description="Canonical SMILES (RDKit) of the built molecule; null when none can be written."
+    )
+
+
+def _result(ctx: ToolContext, sid: str, result_type: type[StructureResult] = StructureResult, **extra: Any) -> Any:
     ws = ctx.workspace
     rec = ws.record(sid)
     atoms = ws.get(sid)
-    return StructureResult(
+    return result_type(
         structure_id=sid,
         label=rec["label"],
         parent_id=rec["parent"],
@@ -280,7 +387,7 @@ class BuildMoleculeInput(ToolInput):
 @register(
     "build_molecule",
     input=BuildMoleculeInput,
-    result=StructureResult,
+    result=MoleculeResult,
     cost="instant",
     category="structure",
     compact=True,
@@ -289,8 +396,9 @@ class BuildMoleculeInput(ToolInput):
     answer_fields=("formula", "n_atoms"),
     timeout_s=120.0,
 )
-def build_molecule(ctx: ToolContext, a: BuildMoleculeInput) -> StructureResult:
-    """Build a 3D molecule from a name, a g2 formula or a SMILES string and store it; returns its id."""
+def build_molecule(ctx: ToolContext, a: BuildMoleculeInput) -> MoleculeResult:
+    """Build a 3D molecule from a name, a g2 formula or a SMILES string and store it; returns its id and
+    canonical SMILES."""
     if a.smiles:
         atoms, label, source = molecule_from_smiles(a.smiles, compute=ctx.compute), a.smiles, "SMILES"
     elif a.name:
@@ -298,7 +406,8 @@ def build_molecule(ctx: ToolContext, a: BuildMoleculeInput) -> StructureResult:
     else:
         raise ToolInputError("Give either name or smiles.", hint="e.g. name='water' or smiles='CCO'.")
     sid = ctx.store(atoms, label=a.label or label)
-    return _result(ctx, sid, notes=[f"source: {source}"])
+    smiles = molecule_smiles(atoms, label, int(atoms.info.get("charge", 0) or 0))
+    return _result(ctx, sid, MoleculeResult, smiles=smiles, notes=[f"source: {source}"])
 
 
 # --------------------------------------------------------------------------- crystals
