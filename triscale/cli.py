@@ -198,6 +198,10 @@ def plan(
     out: Annotated[str | None, typer.Option(help="Override the recipe's out directory.")] = None,
     budget: Annotated[int | None, typer.Option(help="Override the label budget (a larger one extends a run).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="Label each round's batch as Dask tasks: local:N, tcp://HOST:PORT or jobqueue:CFG.yaml."),
+    ] = None,
 ) -> None:
     """Active learning: score a candidate pool, label the best batch with a reference method, fine-tune, repeat
     until the label budget is spent; resumes after a kill. Writes labels, rounds, report.md and progress.png."""
@@ -219,9 +223,20 @@ def plan(
         raise typer.BadParameter(f"cannot read {config}: {e.strerror}", param_hint="CONFIG") from None
     except (yaml.YAMLError, ValidationError) as e:
         raise typer.BadParameter(f"invalid campaign recipe {config}: {e}", param_hint="CONFIG") from None
+    from triscale.tools.errors import ToolError
+
+    log = lambda msg: typer.echo(msg, err=json_out)  # noqa: E731
     try:
-        report = Campaign(recipe, log=lambda msg: typer.echo(msg, err=json_out)).run()
-    except (ValueError, FileNotFoundError) as e:
+        if cluster is None:
+            report = Campaign(recipe, log=log).run()
+        else:
+            from triscale.tools.campaigns import cluster_client
+
+            for var, value in (("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")):
+                os.environ.setdefault(var, value)  # the local workers inherit them
+            with cluster_client(cluster) as client:
+                report = Campaign(recipe, log=log, client=client).run()
+    except (ValueError, FileNotFoundError, ToolError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     if json_out:

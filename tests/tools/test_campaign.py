@@ -203,3 +203,32 @@ def test_example_config_is_valid():
     recipe = CampaignRecipe.model_validate(yaml.safe_load((REPO / "configs/plan/gap_screen.yaml").read_text()))
     structures, names = load_pool(recipe.pool, REPO)
     assert len(structures) == 30 and "acetylene" in names and recipe.budget < len(structures)
+
+
+@pytest.mark.slow  # starts a 2-worker LocalCluster (~20-40 s wall here)
+def test_campaign_labels_on_dask_match_in_process(tmp_path):
+    """Labels computed as Dask tasks on two local workers are the in-process labels, each persisted once, and the
+    rounds choose the same candidates."""
+    pytest.importorskip("distributed")
+    from triscale.tools.active_learning import Campaign
+    from triscale.tools.campaigns import cluster_client
+
+    here = Campaign(_recipe(tmp_path / "here", budget=4)).run()
+    with cluster_client("local:2") as client:
+        there = Campaign(_recipe(tmp_path / "dask", budget=4), client=client).run()
+    a, b = _labels(tmp_path / "here"), _labels(tmp_path / "dask")
+    assert len(b) == 4 and len({r["index"] for r in b}) == 4
+    assert {r["index"]: r["value"] for r in a} == pytest.approx({r["index"]: r["value"] for r in b}, abs=1e-8)
+    assert [r["labels_spent"] for r in here["rounds"]] == [r["labels_spent"] for r in there["rounds"]]
+
+
+def test_plan_refuses_a_bad_cluster(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"out: {tmp_path / 'c'}\npool: {{smiles: [C, CC, CCC]}}\nbudget: 2\nbatch_size: 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "triscale.cli", "plan", str(recipe), "--cluster", "nowhere:3"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2 and "cluster" in proc.stderr.lower(), proc.stderr

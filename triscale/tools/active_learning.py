@@ -32,7 +32,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -457,9 +457,11 @@ class Campaign:
         features: PoolFeatures | None = None,
         base_dir: str | Path | None = None,
         log: Callable[[str], None] | None = None,
+        client: Any = None,
     ):
         self.recipe = recipe
         self.log = log or (lambda msg: None)
+        self.client = client  # a Dask client (campaigns.cluster_client): a round's labels run as its tasks
         if structures is None:
             if recipe.pool is None:
                 raise ValueError("the recipe has no pool and no structures were given")
@@ -586,18 +588,9 @@ class Campaign:
             batch = [int(i) for i in self.state["pending"]]
             self.log(f"round {round_}: labelling {len(batch)} ({', '.join(self.names[i] for i in batch[:5])}...)")
             t0 = time.perf_counter()
-            for i in batch:
-                if i in labelled:
-                    continue
-                t = time.perf_counter()
-                try:
-                    value = float(self.labeller(i, self.structures[i]))
-                except (ValueError, RuntimeError, ArithmeticError) as e:
-                    raise type(e)(f"labelling {self.names[i]!r} with {r.reference} failed: {e}") from e
-                if not math.isfinite(value):
-                    raise ValueError(f"the reference gave {value} for {self.names[i]}")
+            for i, value, seconds in self._label(i for i in batch if i not in labelled):
                 rec = {"index": i, "name": self.names[i], "value": value, "round": round_}
-                _append_line(self.out / "labels.jsonl", {**rec, "seconds": round(time.perf_counter() - t, 4)})
+                _append_line(self.out / "labels.jsonl", {**rec, "seconds": round(seconds, 4)})
                 labelled[i] = value
             t_label = time.perf_counter() - t0
             record = self._round_record(round_, batch, labelled)
@@ -618,6 +611,25 @@ class Campaign:
             )
             done_rounds += 1
         return self.report()
+
+    def _label(self, indices) -> Iterator[tuple[int, float, float]]:
+        """(index, value, seconds) for each index as its label is done: in this process one after another, or as
+        tasks of ``self.client`` in the order they finish (each is persisted by the caller as it arrives, so a kill
+        loses only the labels in flight)."""
+        if self.client is None:
+            for i in indices:
+                yield i, *_timed_label(self.labeller, i, self.structures[i], self.names[i], self.recipe.reference)
+            return
+        from distributed import as_completed
+
+        futures = {
+            self.client.submit(
+                _timed_label, self.labeller, i, self.structures[i], self.names[i], self.recipe.reference, pure=False
+            ): i
+            for i in indices
+        }
+        for future in as_completed(futures):
+            yield futures[future], *future.result()
 
     def _round_record(self, round_: int, batch: list[int], labelled: dict[int, float]) -> dict:
         r = self.recipe
@@ -688,6 +700,18 @@ class Campaign:
             progress_plot(rounds, self.out / "progress.png", r.objective, unit)
             report["plot"] = str(self.out / "progress.png")
         return report
+
+
+def _timed_label(labeller, i: int, atoms, name: str, reference: str) -> tuple[float, float]:
+    """One label and the seconds it took; a failure names the candidate and the method."""
+    t = time.perf_counter()
+    try:
+        value = float(labeller(i, atoms))
+    except (ValueError, RuntimeError, ArithmeticError) as e:
+        raise type(e)(f"labelling {name!r} with {reference} failed: {e}") from e
+    if not math.isfinite(value):
+        raise ValueError(f"the reference gave {value} for {name}")
+    return value, time.perf_counter() - t
 
 
 def _markdown(rep: dict) -> str:
