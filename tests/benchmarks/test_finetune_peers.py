@@ -117,6 +117,7 @@ def test_missing_peer_venv_skips_only_the_peers(tmp_path, monkeypatch):
     assert not (tmp_path / "runs" / "cu3au" / "mace-scratch.json").exists()
 
 
+@pytest.mark.slow  # ~25 s: a real one-epoch fine-tuning and its evaluation
 def test_triscale_contender_at_a_tiny_budget(tmp_path):
     """The project's own finetune path end to end on 12 Cu3Au frames (one epoch, no calibration): the shipped recipe,
     test errors, speed."""
