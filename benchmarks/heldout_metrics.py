@@ -24,7 +24,7 @@ def collect(model, graphs, batch_size: int = 32) -> dict[str, tuple[np.ndarray, 
 
     from triscale.foundation import keys as K
     from triscale.foundation.graph import graph_to
-    from triscale.foundation.training import _voigt_to_3x3, batches
+    from triscale.foundation.training import batches, voigt_to_3x3
 
     pairs: dict[str, list] = {"energy": [], "forces": [], "stress": [], "dipole": []}
     for batch in batches(graphs, batch_size, None, shuffle=False):
@@ -36,7 +36,7 @@ def collect(model, graphs, batch_size: int = 32) -> dict[str, tuple[np.ndarray, 
         pairs["forces"].append((out[K.FORCES].detach().double().flatten(), batch[K.REF_FORCES].flatten()))
         if has_stress:
             pairs["stress"].append(
-                (out[K.STRESS].detach().double().flatten(), _voigt_to_3x3(batch[K.REF_STRESS]).flatten())
+                (out[K.STRESS].detach().double().flatten(), voigt_to_3x3(batch[K.REF_STRESS]).flatten())
             )
         if K.DIPOLE in out:
             pairs["dipole"].append((out[K.DIPOLE].detach().double().flatten(), batch[K.REF_DIPOLE].flatten()))
