@@ -196,3 +196,21 @@ def test_progress_copy_continues_a_run_on_a_new_machine(tmp_path):
     assert json.loads((progress / "progress.json").read_text())["step"] == 30
     rows = [json.loads(x) for x in (tmp_path / "machine3" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 21
+
+
+def test_warm_start_on_partial_data_keeps_the_checkpoints_elements(tmp_path):
+    # the first v2 run started while datagen was still writing material shards: its refit dropped elements the
+    # checkpoint knew (their test frames became unscorable) and set their E0 to 0
+    from ase.io import read
+
+    emt = _emt(tmp_path / "emt.extxyz")
+    cu_only = tmp_path / "cu.extxyz"
+    write(cu_only, [f for f in read(emt, index=":") if set(f.get_chemical_symbols()) == {"Cu"}], format="extxyz")
+    first = FoundationModel.from_pretrained(str(pretrain(_recipe([emt], tmp_path / "a"))))
+    warm = dict(max_steps=1, lr=1e-12, init_from=str(tmp_path / "a" / "final"))
+    second = pretrain(_recipe([cu_only], tmp_path / "b", **warm))
+    b = FoundationModel.from_pretrained(str(second))
+    al, m = 13, b.config.domains.index("material")
+    assert al in b.config.elements and al in b.config.domain_elements["material"]
+    assert b.atomic_energies[m, al].item() == first.atomic_energies[first.config.domains.index("material"), al].item()
+    assert b.atomic_energies[m, al].item() != 0.0

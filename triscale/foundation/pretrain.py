@@ -121,6 +121,25 @@ def _load_graphs(recipe: PretrainRecipe, domains: list[str], cutoff: float):
     return splits
 
 
+def _keep_checkpoint_elements(model, config, start, new_from: dict[str, str], stats: dict[str, Any]) -> None:
+    """A warm start keeps what the checkpoint knows: an element absent from this run's data for a domain keeps the
+    checkpoint's E0 (a refit would give it 0) and stays in the element lists, so partial data (e.g. datagen still
+    running) cannot make the model forget or refuse an element it was trained on."""
+    old_domain_elements = start.config.domain_elements or {}
+    for d, name in enumerate(config.domains):
+        src = new_from.get(name, name)
+        if src not in start.config.domains:
+            continue
+        seen = set(config.domain_elements.get(name, []))
+        old_e0 = start.atomic_energies[start.config.domains.index(src)]
+        kept = [z for z in old_domain_elements.get(src, []) if z not in seen]
+        for z in kept:
+            model.atomic_energies[d, z] = old_e0[z]
+        config.domain_elements[name] = sorted(seen | set(kept))
+    config.elements = sorted(set(config.elements) | set(start.config.elements or []))
+    stats["elements"], stats["domain_elements"] = config.elements, config.domain_elements
+
+
 def _fit_statistics(model: FoundationModel, train: list[dict]) -> dict[str, Any]:
     """E0 per domain by least squares, energy scale from force RMS; elements and neighbour count into config."""
     cfg = model.config
@@ -321,7 +340,8 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
             stats_path.write_text((progress_dir / "statistics.json").read_text())
     stats = json.loads(stats_path.read_text()) if resume and stats_path.exists() else None
     train_elements = sorted({int(z) for g in splits["train"] for z in g[K.ATOMIC_NUMBERS].tolist()})
-    if stats is None or stats["elements"] != train_elements or len(splits["train"]) > 1.2 * stats["n_train"]:
+    fitted_on = None if stats is None else stats.get("train_elements", stats["elements"])
+    if stats is None or fitted_on != train_elements or len(splits["train"]) > 1.2 * stats["n_train"]:
         # First run, or resumed on grown data (e.g. datagen still running): refit E0/scale on all of it.
         # The network learns a residual on top of these, so refitting mid-run only nudges its targets.
         stats = _fit_statistics(model, splits["train"])
@@ -330,6 +350,8 @@ def pretrain(recipe: PretrainRecipe, resume: bool = True) -> Path:
             for name, scale in inherited["energy_scale"].items():
                 model.energy_scale[config.domains.index(name)] = scale
             stats["inherited_from_init"] = {"checkpoint": recipe.init_from, **inherited}
+            _keep_checkpoint_elements(model, config, start, recipe.init_new_domains_from, stats)
+        stats["train_elements"] = train_elements
         stats["n_train"] = len(splits["train"])
         stats["atomic_energies"] = model.atomic_energies.tolist()
         stats["energy_scale"] = model.energy_scale.tolist()
