@@ -23,31 +23,53 @@ from ase.io import read
 warnings.filterwarnings("ignore")
 
 
-def mace_random(hidden_irreps: str):
-    """A randomly initialised MACE with MACE-MP-0's hyperparameters (small: 128x0e, medium: 128x0e+128x1o)."""
+def mace_small(
+    atomic_numbers,
+    atomic_energies,
+    avg_num_neighbors,
+    *,
+    r_max=6.0,
+    num_bessel=10,
+    hidden_irreps="128x0e",
+    **scale_shift,
+):
+    """A ScaleShiftMACE with MACE-MP-0's hyperparameters ("small" = hidden 128x0e, L = 0): the one constructor of
+    the peer scripts, which differ only in these arguments (``scale_shift``: atomic_inter_scale/_shift, heads)."""
     from e3nn import o3
-    from mace.calculators import MACECalculator
     from mace.modules import ScaleShiftMACE, interaction_classes
     from mace.modules.blocks import RealAgnosticResidualInteractionBlock
 
-    z_table = list(range(1, 90))
-    model = ScaleShiftMACE(
-        r_max=6.0,
-        num_bessel=10,
+    return ScaleShiftMACE(
+        r_max=r_max,
+        num_bessel=num_bessel,
         num_polynomial_cutoff=5,
         max_ell=3,
         interaction_cls=RealAgnosticResidualInteractionBlock,
         interaction_cls_first=interaction_classes["RealAgnosticResidualInteractionBlock"],
         num_interactions=2,
-        num_elements=len(z_table),
+        num_elements=len(atomic_numbers),
         hidden_irreps=o3.Irreps(hidden_irreps),
         MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.zeros(len(z_table)),
-        avg_num_neighbors=30.0,
-        atomic_numbers=z_table,
+        atomic_energies=atomic_energies,
+        avg_num_neighbors=avg_num_neighbors,
+        atomic_numbers=atomic_numbers,
         correlation=3,
         gate=torch.nn.functional.silu,
         radial_MLP=[64, 64, 64],
+        **scale_shift,
+    )
+
+
+def mace_random(hidden_irreps: str):
+    """A randomly initialised MACE with MACE-MP-0's hyperparameters (small: 128x0e, medium: 128x0e+128x1o)."""
+    from mace.calculators import MACECalculator
+
+    z_table = list(range(1, 90))
+    model = mace_small(
+        z_table,
+        np.zeros(len(z_table)),
+        30.0,
+        hidden_irreps=hidden_irreps,
         atomic_inter_scale=1.0,
         atomic_inter_shift=0.0,
     )

@@ -168,9 +168,7 @@ class MACEScratchPeer:
 
     def __init__(self, train_frames):
         import torch
-        from e3nn import o3
-        from mace.modules import ScaleShiftMACE, interaction_classes
-        from mace.modules.blocks import RealAgnosticResidualInteractionBlock
+        from _peer_e3nn import mace_small
         from mace.tools import AtomicNumberTable
 
         zs = sorted({int(z) for a in train_frames for z in a.numbers})
@@ -183,23 +181,12 @@ class MACEScratchPeer:
 
         avg_nb = float(np.mean([len(neighbor_list("i", a, self.r_max)) / len(a) for a in train_frames]))
         torch.manual_seed(SEED)
-        self.model = ScaleShiftMACE(
+        self.model = mace_small(
+            zs,
+            np.zeros(len(zs)),
+            max(avg_nb, 1.0),
             r_max=self.r_max,
             num_bessel=8,
-            num_polynomial_cutoff=5,
-            max_ell=3,
-            interaction_cls=RealAgnosticResidualInteractionBlock,
-            interaction_cls_first=interaction_classes["RealAgnosticResidualInteractionBlock"],
-            num_interactions=2,
-            num_elements=len(zs),
-            hidden_irreps=o3.Irreps("128x0e"),
-            MLP_irreps=o3.Irreps("16x0e"),
-            atomic_energies=np.zeros(len(zs)),
-            avg_num_neighbors=max(avg_nb, 1.0),
-            atomic_numbers=zs,
-            correlation=3,
-            gate=torch.nn.functional.silu,
-            radial_MLP=[64, 64, 64],
             atomic_inter_scale=rms_f,
             atomic_inter_shift=0.0,
         )

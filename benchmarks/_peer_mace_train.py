@@ -51,27 +51,13 @@ def _data(configs, z_table, heads):
 
 
 def _model(z_table, heads, e0s, scales, avg_num_neighbors):
-    from e3nn import o3
-    from mace.modules import ScaleShiftMACE, interaction_classes
-    from mace.modules.blocks import RealAgnosticResidualInteractionBlock
+    from _peer_e3nn import mace_small
 
-    return ScaleShiftMACE(
+    return mace_small(
+        z_table.zs,
+        e0s,
+        avg_num_neighbors,
         r_max=R_MAX,
-        num_bessel=10,
-        num_polynomial_cutoff=5,
-        max_ell=3,
-        interaction_cls=RealAgnosticResidualInteractionBlock,
-        interaction_cls_first=interaction_classes["RealAgnosticResidualInteractionBlock"],
-        num_interactions=2,
-        num_elements=len(z_table),
-        hidden_irreps=o3.Irreps("128x0e"),
-        MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=e0s,
-        avg_num_neighbors=avg_num_neighbors,
-        atomic_numbers=z_table.zs,
-        correlation=3,
-        gate=torch.nn.functional.silu,
-        radial_MLP=[64, 64, 64],
         heads=heads,
         atomic_inter_scale=scales,
         atomic_inter_shift=[0.0] * len(heads),
