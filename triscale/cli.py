@@ -92,6 +92,12 @@ def pretrain(
     typer.echo(f"exported {final}")
 
 
+def _one_thread_per_worker() -> None:
+    """One passive OpenMP/MKL thread per process unless the user set otherwise; local Dask workers inherit it."""
+    for var, value in (("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")):
+        os.environ.setdefault(var, value)
+
+
 @app.command()
 def datagen(
     config: Annotated[Path, typer.Option("--config", "-c", help="Data recipe (configs/datagen/*.yaml).")],
@@ -114,8 +120,7 @@ def datagen(
     if workers > 1:
         typer.echo("error: give --workers (a process pool here) or --cluster, not both", err=True)
         raise typer.Exit(2)
-    for var, value in (("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")):
-        os.environ.setdefault(var, value)  # the local workers inherit them
+    _one_thread_per_worker()
     try:
         with cluster_client(cluster) as client:
             run_datagen_cli(config, out=out, workers=1, limit=limit, client=client)
@@ -232,8 +237,7 @@ def plan(
         else:
             from triscale.tools.campaigns import cluster_client
 
-            for var, value in (("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")):
-                os.environ.setdefault(var, value)  # the local workers inherit them
+            _one_thread_per_worker()
             with cluster_client(cluster) as client:
                 report = Campaign(recipe, log=log, client=client).run()
     except (ValueError, FileNotFoundError, ToolError) as e:
