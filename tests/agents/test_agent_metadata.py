@@ -121,9 +121,11 @@ def test_measured_distance_reaches_the_structured_answer(make_agent):
         ]
     )
     run = agent.ask("O-H bond length of water after a GFN2-xTB relaxation?")
-    (dist,) = [r for r in run.answer.results if r.property == "distance"]
+    # the question names the bond by its elements: every bonded O-H pair is measured (both, equal by symmetry)
+    dist, other = [r for r in run.answer.results if r.property == "distance"]
     ws = agent.workspace
     relaxed = ws.get("st2")
     assert dist.unit == "Å" and dist.value == pytest.approx(relaxed.get_distance(0, 1), abs=1e-6)
+    assert other.value == pytest.approx(relaxed.get_distance(0, 2), abs=1e-6)
     assert dist.structure_ids == ["st2"] and 0.9 < dist.value < 1.05
     assert any(r.property == "energy_final" for r in run.answer.results)

@@ -119,7 +119,7 @@ def test_one_atom_cell_bonds_to_its_own_images(ws):
         ({"angles": [[0, 1]]}, "takes 3 atom indices"),
         ({"angles": [[1, 0, 1]]}, "repeats an atom"),
         ({"dihedrals": [[0, 1, 2, 9]]}, "out of range"),
-        ({"distances": "0,1"}, "Invalid arguments for analyze_structure"),
+        ({"distances": "0,1"}, "takes 2 atom indices or 2 element symbols"),
     ],
 )
 def test_bad_indices_are_refused_clearly(ws, kwargs, message):
@@ -143,3 +143,17 @@ def test_registered_for_agents():
     t = get_tool("analyze_structure")
     assert t.compact and not t.makes_structures_only and t.needs_approval is None
     assert {"distances", "volume_A3", "density_g_per_cm3"} <= set(t.answer_fields)
+
+
+def test_measurements_named_by_elements(ws):
+    """'H-O-H' measures every bonded H-O-H chain (each once), whatever the atom order of the structure."""
+    w = molecule("H2O")  # O, H, H
+    r = _analyze(ws, w, angles="H-O-H", distances=[["O", "H"]])
+    assert [a.atoms for a in r.angles] == [[1, 0, 2]] and r.angles[0].angle_deg == pytest.approx(w.get_angle(1, 0, 2))
+    assert sorted(tuple(d.atoms) for d in r.distances) == [(0, 1), (0, 2)]
+    r = _analyze(ws, molecule("C2H6"), dihedrals=["H-C-C-H"])
+    assert len(r.dihedrals) == 9  # 3 x 3 H-C-C-H, each once
+    with pytest.raises(ToolInputError, match="No bonded H-H-H chain"):
+        _analyze(ws, w, angles="H-H-H")
+    with pytest.raises(ToolInputError, match="3 atom indices or 3 element symbols"):
+        _analyze(ws, w, angles=[["H", "Xx", "H"]])

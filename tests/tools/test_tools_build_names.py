@@ -55,3 +55,26 @@ def test_smiles_of_periodic_or_mislabelled_structures():
     assert molecule_smiles(bulk("Cu")) is None
     atoms, _, _ = molecule_from_text("CO")  # carbon monoxide; the label 'CO' read as SMILES would be methanol
     assert molecule_smiles(atoms, "CO") == "[C-]#[O+]"
+
+
+@pytest.mark.parametrize(
+    "text, formula, periodic",
+    [
+        ("Al", "Al", True),  # an element alone: its reference crystal (fcc), not one atom
+        ("aluminium", "Al", True),
+        ("al", "Al", True),
+        ("Co", "Co2", True),  # cobalt (hcp) ...
+        ("CO", "CO", False),  # ... and carbon monoxide
+        ("co", "CO", False),  # a lower-case symbol that names a molecule stays the molecule
+        ("C", "C", False),  # carbon: not diamond ('C' is also methane's SMILES; g2 wins as before)
+        ("water", "H2O", False),
+    ],
+)
+def test_structure_references_name_crystals_for_elements(text, formula, periodic):
+    from triscale.tools.builders import structure_from_text
+
+    atoms, _, _ = structure_from_text(text)
+    assert atoms.get_chemical_formula() == formula and bool(atoms.pbc.all()) is periodic
+    if text != "aluminium":  # no molecule has that name
+        molecule, _, _ = structure_from_text(text, crystals=False)  # reaction species: molecules only
+        assert not molecule.pbc.any()

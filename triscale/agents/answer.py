@@ -121,16 +121,22 @@ def _structure_ids(rec: ToolRecord) -> list[str]:
     return ids
 
 
-def _plan_item(rec: ToolRecord) -> ResultItem:
+def _plan_items(rec: ToolRecord) -> list[ResultItem]:
+    """The planner's first pick ("which one should I simulate next?"), then the whole proposed batch, best first,
+    when it asked for more than one."""
     by_id = {c["structure_id"]: c for c in rec.result.get("ranking", [])}
-    sel = rec.result.get("selected", [])
-    return ResultItem(
-        property="selected",
-        value=", ".join(str(by_id.get(s, {}).get("label", s)) for s in sel),
-        method=f"{rec.result.get('method', '')} ({rec.result.get('acquisition', '')})",
-        structure_ids=list(sel),
-        tool_calls=[rec.call_id] if rec.call_id else [],
-    )
+    sel = list(rec.result.get("selected", []))
+    method = f"{rec.result.get('method', '')} ({rec.result.get('acquisition', '')})"
+    calls = [rec.call_id] if rec.call_id else []
+    labels = [str(by_id.get(s, {}).get("label", s)) for s in sel]
+    items = [ResultItem(property="selected", value=labels[0], method=method, structure_ids=sel[:1], tool_calls=calls)]
+    if len(sel) > 1:
+        items.append(
+            ResultItem(
+                property="proposed_batch", value=", ".join(labels), method=method, structure_ids=sel, tool_calls=calls
+            )
+        )
+    return items if sel else []
 
 
 def _campaign_items(rec: ToolRecord, top: int = 5) -> list[ResultItem]:
@@ -309,7 +315,7 @@ def results_from_records(records: list[ToolRecord], question: str = "", workspac
         items.extend(_smiles_items(records, workspace))
     for rec in use:
         if rec.name == "plan_experiments":
-            items.append(_plan_item(rec))
+            items.extend(_plan_items(rec))
             continue
         if rec.name == "run_campaign":
             items.extend(_campaign_items(rec))

@@ -87,16 +87,19 @@ def question_entities(question: str) -> list[str]:
     return []
 
 
+def _names(text: Any, entity: str) -> bool:
+    """Whether ``text`` (a build argument, or a name written where a structure id goes) names ``entity``: the same
+    words, or the same element ('Cu' and 'copper')."""
+    if not isinstance(text, str) or not text.strip():
+        return False
+    if text.strip().lower() == entity.lower():
+        return True
+    sym = _element_symbol(text)
+    return sym is not None and sym == _element_symbol(entity)
+
+
 def _same(entity: str, build_args: dict[str, Any]) -> bool:
-    for key in ("name", "smiles"):
-        v = build_args.get(key)
-        if isinstance(v, str):
-            if v.strip().lower() == entity.lower():
-                return True
-            sym_v, sym_e = _element_symbol(v), _element_symbol(entity)
-            if sym_v and sym_v == sym_e:
-                return True
-    return False
+    return any(_names(build_args.get(key), entity) for key in ("name", "smiles"))
 
 
 def _chain(records: list[Any], build: Any) -> list[Any]:
@@ -181,7 +184,7 @@ def comparison_line(question: str, items: list[Any], records: list[Any]) -> str 
             if e and rec.result.get("structure_id"):
                 label_of[rec.result["structure_id"]] = e
     for rec in records:  # an entity named where a structure id goes
-        e = next((x for x in entities if str(rec.args.get("structure_id", "")).lower() == x.lower()), None)
+        e = next((x for x in entities if _names(rec.args.get("structure_id"), x)), None)
         if e and rec.result.get("structure_id"):
             label_of.setdefault(rec.result["structure_id"], e)
     # structures made from a built one (optimised, relaxed) keep the entity of their parent
@@ -213,7 +216,7 @@ def comparison_line(question: str, items: list[Any], records: list[Any]) -> str 
 def _fan_out_by_name(entities: list[str], records: list[Any], call: Any) -> tuple[list[Any], list[str]]:
     from triscale.agents.answer import ToolRecord
 
-    named = {e: [r for r in records if str(r.args.get("structure_id", "")).lower() == e.lower()] for e in entities}
+    named = {e: [r for r in records if _names(r.args.get("structure_id"), e)] for e in entities}
     template_entity = next((e for e, recs in named.items() if recs), None)
     missing = [e for e, recs in named.items() if not recs]
     if template_entity is None or not missing:
@@ -221,7 +224,9 @@ def _fan_out_by_name(entities: list[str], records: list[Any], call: Any) -> tupl
     new, notes = [], []
     for e in missing:
         for rec in named[template_entity]:
-            args = {**rec.args, "structure_id": e}
+            # written as the model wrote the one it did: a symbol for a symbol ('Cu' -> 'Al', not 'aluminium')
+            as_symbol = _element_symbol(str(rec.args.get("structure_id"))) == rec.args.get("structure_id")
+            args = {**rec.args, "structure_id": (_element_symbol(e) or e) if as_symbol else e}
             res, err = call(rec.name, args)
             if res is None:
                 notes.append(f"{e}: {rec.name} failed ({err}).")

@@ -54,6 +54,8 @@ class QuestionFacts:
     methods: list[str] = field(default_factory=list)
     bases: list[str] = field(default_factory=list)
     words: set[str] = field(default_factory=set)
+    reactions: list[str] = field(default_factory=list)
+    element_chains: list[list[str]] = field(default_factory=list)
     text: str = ""
 
 
@@ -90,7 +92,77 @@ def question_facts(question: str) -> QuestionFacts:
             facts.methods.append(name)
     facts.bases = list(dict.fromkeys(m.group(1).lower() for m in _BASIS.finditer(question)))
     facts.words = set(re.findall(r"[a-z]{3,}", low))
+    facts.reactions = question_reactions(question)
+    facts.element_chains = _element_chains(question)
     return facts
+
+
+_ARROW = re.compile(r"\s*(->|=>|→|<=>)\s*")
+_COEF = re.compile(r"^\d+(?:\.\d+)?$")
+_PHASE = re.compile(r"\s*(?:\((?:g|gas|l|aq|s)\)|\bgas)$", re.I)
+_MAX_SIDE_TOKENS = 10
+
+
+def _species_ok(term: str) -> bool:
+    from triscale.tools.builders import molecule_from_text
+
+    words = term.split()
+    if words and _COEF.match(words[0]):
+        words = words[1:]
+    name = _PHASE.sub("", " ".join(words)).strip()
+    if not name or not re.search(r"[A-Za-z]", name):
+        return False
+    try:
+        molecule_from_text(name)
+    except Exception:
+        return False
+    return True
+
+
+def _side_ok(tokens: list[str]) -> bool:
+    text = " ".join(tokens)
+    terms = re.split(r"\s+\+\s+", text)
+    return bool(tokens) and tokens[0] != "+" and tokens[-1] != "+" and all(_species_ok(t) for t in terms)
+
+
+def question_reactions(question: str) -> list[str]:
+    """The reaction equations a question writes out ("The balanced reaction is: Ethene + Hydrogen gas -> Ethane"):
+    around each arrow, the longest run of words on either side whose ' + '-separated terms are all species the
+    builders know (an optional coefficient, a name, formula or SMILES, a phase word)."""
+    if not _ARROW.search(question):
+        return []
+    tokens = [_strip(t) if i else t for i, t in enumerate(_ARROW.sub(r" \1 ", question).split())]
+    tokens = [t.strip(_STRIP) if t not in ("+",) else t for t in tokens]
+    out = []
+    for a, tok in enumerate(tokens):
+        if not _ARROW.fullmatch(tok):
+            continue
+        left = next((tokens[s:a] for s in range(max(0, a - _MAX_SIDE_TOKENS), a) if _side_ok(tokens[s:a])), None)
+        right = next(
+            (
+                tokens[a + 1 : e]
+                for e in range(min(len(tokens), a + 1 + _MAX_SIDE_TOKENS), a + 1, -1)
+                if _side_ok(tokens[a + 1 : e])
+            ),
+            None,
+        )
+        if left and right:
+            eq = f"{' '.join(left)} -> {' '.join(right)}"
+            if eq not in out:
+                out.append(eq)
+    return out
+
+
+def _element_chains(question: str) -> list[list[str]]:
+    """Bonded chains a question names by elements: 'H-O-H' (an angle), 'O-H' (a bond), 'H-C-C-H' (a dihedral)."""
+    from ase.data import atomic_numbers
+
+    out = []
+    for m in re.finditer(r"(?<![\w-])([A-Z][a-z]?(?:-[A-Z][a-z]?){1,3})(?![\w-])", question):
+        parts = m.group(1).split("-")
+        if all(p in atomic_numbers for p in parts) and parts not in out:
+            out.append(parts)
+    return out
 
 
 def _stated(text: str, question: str) -> bool:
@@ -153,6 +225,22 @@ def repair_call(name: str, args: dict[str, Any], facts: QuestionFacts, tool: Any
             out.pop("name")
             out["smiles"] = facts.smiles[0]
             notes.append(f"name {name_arg!r} -> smiles {facts.smiles[0]!r} (the question gives this SMILES)")
+
+    # a reaction equation the question writes out is the reaction, as written
+    if "reaction" in fields and len(facts.reactions) == 1:
+        given = out.get("reaction")
+        want = facts.reactions[0]
+        if not isinstance(given, str) or " ".join(given.split()) != want:
+            out["reaction"] = want
+            notes.append(f"reaction {given!r} -> {want!r} (as written in the question)")
+
+    # measurements the question names by elements ('the H-O-H angle'): every bonded chain of those elements,
+    # not the model's guess at atom indices (it gave [0, 1, 2] for water's angle, the angle at an H)
+    for key, size in (("distances", 2), ("angles", 3), ("dihedrals", 4)):
+        chains = [c for c in facts.element_chains if len(c) == size]
+        if key in fields and len(chains) == 1 and out.get(key) and out[key] != [chains[0]]:
+            notes.append(f"{key} {out[key]!r} -> {chains[0]!r} (the {'-'.join(chains[0])} the question names)")
+            out[key] = [chains[0]]
 
     # temperature: the one the question states
     if "temperature_K" in fields and len(facts.temperatures) == 1:

@@ -34,14 +34,18 @@ class AnalyzeStructureInput(ToolInput):
         validation_alias=AliasChoices("structure_id", "structure"),
         description="Structure id such as 'st3' (a molecule name or SMILES also works).",
     )
-    distances: list[list[int]] = Field(
-        default_factory=list, description="Atom index pairs [i, j] (0-based) whose distance to measure."
+    distances: list[list[int | str]] = Field(
+        default_factory=list,
+        description="Atom index pairs [i, j] (0-based) whose distance to measure, or element pairs such as "
+        "'O-H' (every bonded O-H pair).",
     )
-    angles: list[list[int]] = Field(
-        default_factory=list, description="Atom index triples [i, j, k]: the angle i-j-k at atom j."
+    angles: list[list[int | str]] = Field(
+        default_factory=list,
+        description="Atom index triples [i, j, k]: the angle i-j-k at atom j; or 'H-O-H' (every bonded H-O-H).",
     )
-    dihedrals: list[list[int]] = Field(
-        default_factory=list, description="Atom index quadruples [i, j, k, l]: the dihedral about the j-k bond."
+    dihedrals: list[list[int | str]] = Field(
+        default_factory=list,
+        description="Atom index quadruples [i, j, k, l]: the dihedral about the j-k bond; or 'H-C-C-H'.",
     )
     bond_scale: float = Field(
         1.15,
@@ -56,8 +60,13 @@ class AnalyzeStructureInput(ToolInput):
     def _one_group(cls, v: Any, info: Any) -> Any:
         """One flat group (``distances=[0, 1]``, as small models write it) is read as a list of one."""
         size = {"distances": 2, "angles": 3, "dihedrals": 4}[info.field_name]
-        if isinstance(v, list | tuple) and len(v) == size and all(isinstance(x, int) for x in v):
-            return [list(v)]
+        if isinstance(v, str):  # 'H-O-H'
+            v = [v]
+        if isinstance(v, list | tuple) and len(v) == size and all(isinstance(x, int | str) for x in v):
+            if not all(isinstance(x, str) and "-" in x for x in v):
+                return [list(v)]
+        if isinstance(v, list | tuple):
+            return [x.split("-") if isinstance(x, str) else x for x in v]
         return v
 
 
@@ -170,18 +179,60 @@ def _bonds(atoms: Atoms, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return i[keep], j[keep], d[keep]
 
 
+def _by_elements(
+    atoms: Atoms, kind: str, groups: list[list[int | str]], size: int, bi: np.ndarray, bj: np.ndarray
+) -> list[list[int]]:
+    """Index groups, with each group of element symbols (['H', 'O', 'H']) replaced by every chain of bonded atoms
+    with those elements (each chain once, not also reversed): the question says "the H-O-H angle", not which atoms."""
+    from ase.data import atomic_numbers
+
+    out: list[list[int]] = []
+    symbols = atoms.get_chemical_symbols()
+    neighbours: dict[int, set[int]] = defaultdict(set)
+    for a, b in zip(bi.tolist(), bj.tolist(), strict=True):
+        if a != b:
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    for g in groups:
+        if not any(isinstance(x, str) for x in g):
+            out.append(list(g))
+            continue
+        elems = [str(x).strip() for x in g]
+        if len(elems) != size or not all(isinstance(x, str) and x.strip() in atomic_numbers for x in g):
+            raise ToolInputError(
+                f"Each entry of {kind} takes {size} atom indices or {size} element symbols, got {list(g)}.",
+                hint=f"e.g. {kind}=['{'-'.join(['O', 'H', 'O', 'H'][:size])}'] or atom indices.",
+            )
+        chains = [[i] for i in range(len(atoms)) if symbols[i] == elems[0]]
+        for e in elems[1:]:
+            chains = [c + [k] for c in chains for k in sorted(neighbours[c[-1]]) if symbols[k] == e and k not in c]
+        seen: set[tuple[int, ...]] = set()
+        found = [c for c in chains if tuple(c[::-1]) not in seen and not seen.add(tuple(c))]
+        if not found:
+            raise ToolInputError(
+                f"No bonded {'-'.join(elems)} chain in this structure ({atoms.get_chemical_formula()}).",
+                hint="See its bonds (analyze_structure without arguments) or give atom indices.",
+            )
+        out.extend(found)
+    return out
+
+
 def measure_geometry(
     atoms: Atoms,
-    distances: list[list[int]] | None = None,
-    angles: list[list[int]] | None = None,
-    dihedrals: list[list[int]] | None = None,
+    distances: list[list[int | str]] | None = None,
+    angles: list[list[int | str]] | None = None,
+    dihedrals: list[list[int | str]] | None = None,
     *,
     bond_scale: float = 1.15,
     mic: bool = True,
 ) -> dict[str, Any]:
     """The fields of :class:`AnalyzeStructureResult` except the ids (a plain function for Python callers)."""
     n = len(atoms)
-    distances, angles, dihedrals = distances or [], angles or [], dihedrals or []
+    bi, bj, bd = _bonds(atoms, bond_scale)
+    distances, angles, dihedrals = (
+        _by_elements(atoms, kind, groups or [], size, bi, bj)
+        for kind, groups, size in (("distances", distances, 2), ("angles", angles, 3), ("dihedrals", dihedrals, 4))
+    )
     _check_indices("distances", distances, 2, n)
     _check_indices("angles", angles, 3, n)
     _check_indices("dihedrals", dihedrals, 4, n)
@@ -221,7 +272,6 @@ def measure_geometry(
             for q, x in zip(dihedrals, dih, strict=True)
         ]
 
-    bi, bj, bd = _bonds(atoms, bond_scale)
     symbols = atoms.get_chemical_symbols()
     order = np.argsort(bd, kind="stable")
     out["n_bonds"] = len(bd)

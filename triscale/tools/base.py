@@ -233,9 +233,9 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], tool: 
     return f"Invalid arguments for {tool}: {'; '.join(parts)}. Allowed arguments: {allowed}."
 
 
-# Builds a molecule from a name or SMILES for ``ToolContext.structure``; the builders module installs it (this module
-# sits below every tool module, so it cannot import them). Signature: (text, compute=ctx.compute) -> (atoms, label,
-# source), raising ToolInputError for text that names no molecule.
+# Builds a structure from a name or SMILES for ``ToolContext.structure``; the builders module installs it (this module
+# sits below every tool module, so it cannot import them). Signature: (text, compute=ctx.compute, crystals=bool) ->
+# (atoms, label, source), raising ToolInputError for text that names nothing it can build.
 _STRUCTURE_RESOLVER: Callable[..., tuple[Atoms, str, str]] | None = None
 
 
@@ -283,9 +283,10 @@ class ToolContext:
             **kwargs,
         )
 
-    def structure(self, ref: str) -> tuple[str, Atoms]:
-        """Resolve a structure reference: an id (``st3``), a label used earlier, or a molecule name/SMILES,
-        which is then built and stored (forgiving input for small LLMs)."""
+    def structure(self, ref: str, *, crystals: bool = True) -> tuple[str, Atoms]:
+        """Resolve a structure reference: an id (``st3``), a label used earlier, or a molecule name/SMILES (an
+        element alone: its reference crystal, unless ``crystals=False``), which is then built and stored
+        (forgiving input for small LLMs)."""
         ws = self.workspace
         text = str(ref).strip()
         if ws.has(text):
@@ -299,7 +300,7 @@ class ToolContext:
         if _STRUCTURE_RESOLVER is None:
             raise ws.unknown_structure(text)
         try:
-            atoms, label, source = _STRUCTURE_RESOLVER(text, compute=self.compute)
+            atoms, label, source = _STRUCTURE_RESOLVER(text, compute=self.compute, crystals=crystals)
         except ToolInputError as e:
             err = ws.unknown_structure(text)
             raise ToolInputError(

@@ -926,5 +926,45 @@ def list_calculators(ctx: ToolContext, a: ListCalculatorsInput) -> CalculatorLis
     return CalculatorListResult(calculators=available_methods())
 
 
-# ToolContext.structure builds molecules named by the caller ("water", a SMILES) with the same limits as build_molecule.
-set_structure_resolver(molecule_from_text)
+# Reference crystals ase.build.bulk builds for an element alone; carbon is left out ('C' is methane's SMILES) and the
+# noble gases too (ASE's reference state is their fcc solid; alone, 'Ar' means the atom).
+_CRYSTAL_SYMMETRIES = ("fcc", "bcc", "hcp", "diamond")
+_NOT_CRYSTALS = ("C", "He", "Ne", "Ar", "Kr", "Xe", "Rn")
+
+
+def element_crystal_symbol(text: str) -> str | None:
+    """The element ``text`` names when it is one whose reference state is a simple crystal: its symbol as written
+    ('Al', 'Co'), its name ('aluminium', 'copper'), or a lower-case symbol ('al', 'cu') that names no molecule
+    ('co' is carbon monoxide). None otherwise."""
+    from ase.data import atomic_names, atomic_numbers, chemical_symbols, reference_states
+
+    t = str(text).strip()
+    low = t.lower().replace("aluminum", "aluminium").replace("cesium", "caesium")
+    sym = t if t in atomic_numbers else None
+    if sym is None:
+        sym = next((s for s, n in zip(chemical_symbols, atomic_names, strict=False) if n and n.lower() == low), None)
+    if sym is None and t.islower() and t.capitalize() in atomic_numbers:
+        target = _name_target(t)
+        sym = t.capitalize() if target in (None, t.capitalize()) else None
+    if sym is None or sym in _NOT_CRYSTALS:
+        return None
+    ref = reference_states[atomic_numbers[sym]] or {}
+    return sym if ref.get("symmetry") in _CRYSTAL_SYMMETRIES else None
+
+
+def structure_from_text(text: str, *, compute: Any = None, crystals: bool = True) -> tuple[Atoms, str, str]:
+    """What a structure reference that is no id names: an element alone its reference crystal ('Al', 'aluminium':
+    fcc Al; a user asking for "the energy of aluminium" means the metal, not one atom), anything else the molecule
+    :func:`molecule_from_text` builds. ``crystals=False`` (reaction species, ideal gases): molecules only."""
+    from ase.build import bulk
+    from ase.data import atomic_numbers, reference_states
+
+    sym = element_crystal_symbol(text) if crystals else None
+    if sym is None:
+        return molecule_from_text(text, compute=compute)
+    kind = reference_states[atomic_numbers[sym]]["symmetry"]
+    return bulk(sym), f"{sym} ({kind})", f"ASE reference {kind} crystal"
+
+
+# ToolContext.structure builds what the caller names ("water", a SMILES, "Al") with the same limits as the builders.
+set_structure_resolver(structure_from_text)

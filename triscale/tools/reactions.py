@@ -107,7 +107,7 @@ def reaction_energy(ctx: ToolContext, a: ReactionInput) -> ReactionResult:
     resolved: dict[str, tuple[str, Atoms]] = {}
     for _, name in lhs + rhs:
         if name not in resolved:
-            resolved[name] = ctx.structure(name)
+            resolved[name] = ctx.structure(name, crystals=False)  # ideal-gas species
     balance: dict[str, float] = {}
     for sign, terms in ((-1.0, lhs), (1.0, rhs)):
         for coef, name in terms:
