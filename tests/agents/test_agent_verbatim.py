@@ -335,6 +335,9 @@ def test_reaction_equation_in_the_question_is_passed_as_written():
     assert args["temperature_K"] == 300 and args["free_energy"] is True
     same, notes = repair_call("reaction_energy", {"reaction": "Ethene  + Hydrogen gas -> Ethane"}, question_facts(q))
     assert "reaction" not in " ".join(notes)
+    # species the model built first and passes as ids are its structures of the question's species: kept
+    ids, notes = repair_call("reaction_energy", {"reaction": "st1 + st2 -> st3"}, question_facts(q))
+    assert ids["reaction"] == "st1 + st2 -> st3" and "reaction" not in " ".join(notes)
 
 
 def test_angle_named_by_elements_is_measured_at_the_right_atom(make_agent):

@@ -153,6 +153,22 @@ def question_reactions(question: str) -> list[str]:
     return out
 
 
+def _same_by_ids(given: str, stated: str) -> bool:
+    """Whether ``given`` is ``stated`` with its species replaced by structure ids ('st1 + st2 -> st3', built from
+    the question's species first): kept, since those structures are the ones the model built for them."""
+
+    def shape(text: str) -> list[list[str]] | None:
+        sides = _ARROW.split(text.strip())[::2]
+        if len(sides) != 2:
+            return None
+        return [[t.split()[-1] if t.split() else "" for t in re.split(r"\s+\+\s+", side.strip())] for side in sides]
+
+    g, w = shape(given), shape(stated)
+    if g is None or w is None or [len(x) for x in g] != [len(x) for x in w]:
+        return False
+    return all(re.fullmatch(r"st\d+", sp) for side in g for sp in side)
+
+
 def _element_chains(question: str) -> list[list[str]]:
     """Bonded chains a question names by elements: 'H-O-H' (an angle), 'O-H' (a bond), 'H-C-C-H' (a dihedral)."""
     from ase.data import atomic_numbers
@@ -230,7 +246,7 @@ def repair_call(name: str, args: dict[str, Any], facts: QuestionFacts, tool: Any
     if "reaction" in fields and len(facts.reactions) == 1:
         given = out.get("reaction")
         want = facts.reactions[0]
-        if not isinstance(given, str) or " ".join(given.split()) != want:
+        if not isinstance(given, str) or (" ".join(given.split()) != want and not _same_by_ids(given, want)):
             out["reaction"] = want
             notes.append(f"reaction {given!r} -> {want!r} (as written in the question)")
 
