@@ -128,9 +128,7 @@ def test_directory_glob_list_and_empty_shards(tmp_path, frames):
     cache = tmp_path / "cache"
     by_dir = load_structure_dataset(tmp_path / "out", cache_dir=cache)
     by_glob = load_structure_dataset(str(shards / "shard-*.extxyz"), cache_dir=cache)
-    by_list = load_structure_dataset(
-        [shards / "shard-00000.extxyz", shards / "shard-00001.extxyz"], cache_dir=cache
-    )
+    by_list = load_structure_dataset([shards / "shard-00000.extxyz", shards / "shard-00001.extxyz"], cache_dir=cache)
     assert by_dir.num_rows == by_glob.num_rows == by_list.num_rows == 4
     assert by_dir["group"] == ["O", "fcc:Cu", "CCO", "rocksalt:NaCl"]
 
@@ -152,9 +150,7 @@ def test_ase_db_and_saved_dataset(tmp_path, frames):
         back = record_to_atoms(ds[i])
         assert np.array_equal(back.positions, atoms.positions)
         assert np.array_equal(back.arrays["REF_forces"], atoms.arrays["REF_forces"])
-        assert (
-            back.info["REF_energy"] == atoms.info["REF_energy"] and back.info["group"] == atoms.info["group"]
-        )
+        assert back.info["REF_energy"] == atoms.info["REF_energy"] and back.info["group"] == atoms.info["group"]
     saved = tmp_path / "saved"
     ds.save_to_disk(saved)
     reloaded = load_structure_dataset(saved)
@@ -174,9 +170,7 @@ def test_plain_extxyz_with_calculator_results_loads(tmp_path):
     write(path, [atoms, mol], format="extxyz")
     ds = load_structure_dataset(path, cache_dir=tmp_path / "cache")
     assert ds["REF_energy"] == [-10.8, -113.6]
-    assert np.allclose(ds[0]["REF_forces"], forces, atol=1e-8) and np.allclose(
-        ds[0]["REF_stress"], np.arange(6) * 1e-3
-    )
+    assert np.allclose(ds[0]["REF_forces"], forces, atol=1e-8) and np.allclose(ds[0]["REF_stress"], np.arange(6) * 1e-3)
     assert ds["domain"] == ["material", "molecule"]  # by periodicity
     assert ds["group"] == ["other_code:0", "other_code:1"] and set(ds["split"]) <= {"train", "val", "test"}
 
@@ -193,10 +187,7 @@ def test_missing_forces_names_file_and_frame(tmp_path):
     path = _bad(tmp_path, atoms)
     with pytest.raises(ValueError, match=r"bad\.extxyz frame 1: missing REF_forces"):
         load_structure_dataset(path, cache_dir=tmp_path / "cache")
-    assert (
-        load_structure_dataset(path, cache_dir=tmp_path / "cache", require_forces=False)[1]["REF_forces"]
-        is None
-    )
+    assert load_structure_dataset(path, cache_dir=tmp_path / "cache", require_forces=False)[1]["REF_forces"] is None
 
 
 def test_bad_values_give_clear_errors(tmp_path):
@@ -228,9 +219,7 @@ def test_mismatched_lengths_and_broken_files(tmp_path):
     db_path = tmp_path / "short.db"
     with connect(db_path) as db:
         db.write(molecule("H2O"), key_value_pairs={"REF_energy": -1.0}, data={"REF_forces": np.zeros((2, 3))})
-    with pytest.raises(
-        ValueError, match=r"short\.db row id 1: REF_forces has shape \(2, 3\), expected \(3, 3\)"
-    ):
+    with pytest.raises(ValueError, match=r"short\.db row id 1: REF_forces has shape \(2, 3\), expected \(3, 3\)"):
         load_structure_dataset(db_path, cache_dir=tmp_path / "cache")
     good = tmp_path / "trunc.extxyz"
     write(good, [_molecule(0), _molecule(1)], format="extxyz")

@@ -32,9 +32,7 @@ def test_errors_are_tool_exception_messages(ws):
 
     tool = make_langchain_tool("single_point", ws)
     msg = _call(tool, {"structure_id": "st3"})
-    assert (
-        msg.status == "error" and "Unknown structure 'st3'" in msg.content and "build_molecule" in msg.content
-    )
+    assert msg.status == "error" and "Unknown structure 'st3'" in msg.content and "build_molecule" in msg.content
     msg = _call(tool, {"structure_id": "water", "calculator": "vasp"})
     assert msg.status == "error" and "Unknown calculator 'vasp'" in msg.content
     tool.handle_tool_error = False

@@ -26,10 +26,7 @@ def test_stdio_session(tmp_path):
             names = {t.name for t in tools}
             assert {"build_molecule", "single_point", "equation_of_state", "submit_job"} <= names
             sp = next(t for t in tools if t.name == "single_point")
-            assert (
-                "structure_id" in sp.input_schema["properties"]
-                and sp.output_schema["properties"]["energy_eV"]
-            )
+            assert "structure_id" in sp.input_schema["properties"] and sp.output_schema["properties"]["energy_eV"]
             built = await client.call_tool("build_molecule", {"name": "water"})
             assert not built.is_error and built.structured_content["structure_id"] == "st1"
             res = await client.call_tool("single_point", {"structure_id": "st1", "calculator": "gfn2-xtb"})

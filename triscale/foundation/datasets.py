@@ -163,9 +163,7 @@ def atoms_to_record(
     forces = _label(atoms, "REF_forces", per_atom=True)
     if forces is None:
         if require_forces:
-            raise ValueError(
-                f"{_where(where)}: missing REF_forces (no REF_forces array and no stored forces)"
-            )
+            raise ValueError(f"{_where(where)}: missing REF_forces (no REF_forces array and no stored forces)")
     else:
         forces = _float_array(forces, "REF_forces", where)
         if forces.shape != (n, 3):
@@ -192,9 +190,7 @@ def atoms_to_record(
         charges = charges.reshape(n)
 
     pbc = np.asarray(atoms.pbc, dtype=bool)
-    domain = (
-        _as_str(atoms.info["domain"]) if "domain" in atoms.info else ("material" if pbc.any() else "molecule")
-    )
+    domain = _as_str(atoms.info["domain"]) if "domain" in atoms.info else ("material" if pbc.any() else "molecule")
     if domain not in domains:
         raise ValueError(f"{_where(where)}: unknown domain {domain!r}; expected one of {list(domains)}")
     if pbc.any() and np.linalg.matrix_rank(cell[pbc]) < int(pbc.sum()):
@@ -403,9 +399,7 @@ def _scan_info_types(path: Path) -> dict[str, set[type]]:
             try:
                 natoms = int(line.split()[0])
             except ValueError:
-                raise ValueError(
-                    f"{path} frame {frame}: expected an atom count, got {line.strip()[:40]!r}"
-                ) from None
+                raise ValueError(f"{path} frame {frame}: expected an atom count, got {line.strip()[:40]!r}") from None
             comment = fh.readline()
             try:
                 add(key_val_str_to_dict(comment))
@@ -512,9 +506,7 @@ def _load_saved(path: Path, domains: list[str]):
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
         raise ValueError(f"{path}: a DatasetDict; save one Dataset (with a split column) instead")
-    missing = [
-        c for c in ("numbers", "positions", "cell", "pbc", "REF_energy", "domain") if c not in ds.column_names
-    ]
+    missing = [c for c in ("numbers", "positions", "cell", "pbc", "REF_energy", "domain") if c not in ds.column_names]
     if missing:
         raise ValueError(f"{path}: saved dataset lacks the columns {missing}")
     unknown = sorted(set(ds.unique("domain")) - set(domains))

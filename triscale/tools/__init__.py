@@ -67,4 +67,3 @@ def run_workflow(path_or_spec: Any, workspace: Any = None, **kwargs: Any):
     from triscale.tools.workflows import run_workflow as _run
 
     return _run(path_or_spec, workspace, **kwargs)
-

@@ -50,9 +50,7 @@ def _mcp_tool(tool: RegistryTool, workspace: Workspace):
 
     async def fn(**arguments: Any):
         try:
-            result = await anyio.to_thread.run_sync(
-                functools.partial(call_tool, tool.name, arguments, workspace)
-            )
+            result = await anyio.to_thread.run_sync(functools.partial(call_tool, tool.name, arguments, workspace))
         except ToolError as e:
             raise MCPToolError(str(e)) from None
         # Compact text for the model (no nulls), the full result as structured content.
@@ -77,9 +75,7 @@ def _mcp_tool(tool: RegistryTool, workspace: Workspace):
     )
 
 
-def build_server(
-    workspace: Workspace | str = "workspace", *, name: str = "triscale", tools: list[str] | None = None
-):
+def build_server(workspace: Workspace | str = "workspace", *, name: str = "triscale", tools: list[str] | None = None):
     """An ``MCPServer`` exposing the registry (or the named subset) on ``workspace``."""
     from mcp.server.mcpserver import MCPServer
 
@@ -97,9 +93,7 @@ def build_server(
     )
 
 
-def serve(
-    workspace: str = "workspace", *, http: bool = False, host: str = "127.0.0.1", port: int = 8765
-) -> None:
+def serve(workspace: str = "workspace", *, http: bool = False, host: str = "127.0.0.1", port: int = 8765) -> None:
     """Run the server: stdio by default, or streamable HTTP on ``host:port`` (localhost only by default)."""
     server = build_server(workspace)
     if http:
