@@ -236,6 +236,20 @@ def test_reaction_free_energy(call):
     assert abs(r.reaction_gibbs_energy_eV - r.reaction_enthalpy_eV) < 0.15
 
 
+def test_reaction_species_take_their_lowest_conformer(ws, call):
+    """g2's ethanol (anti) relaxes with GFN2-xTB into a minimum above the gauche one an RDKit conformer reaches;
+    the reaction uses the lowest of the species' relaxed starting geometries (conformers=1: the built one only)."""
+    many = call("reaction_energy", reaction="C2H4 + H2O -> ethanol", calculator="gfn2-xtb")
+    one = call("reaction_energy", reaction="C2H4 + H2O -> ethanol", calculator="gfn2-xtb", conformers=1)
+    e_many, e_one = (next(s for s in r.species if s["name"] == "ethanol") for r in (many, one))
+    assert e_many["conformers_tried"] == 4 and e_one["conformers_tried"] == 1
+    lowered = e_one["energy_eV"] - e_many["energy_eV"]
+    assert lowered > 0.03  # 0.067 eV with tblite 0.4
+    assert many.reaction_energy_eV == pytest.approx(one.reaction_energy_eV - lowered, abs=1e-5)
+    assert any("RDKit conformer relaxed" in n for n in many.notes)
+    assert all(s["conformers_tried"] == 1 for s in many.species if s["name"] != "ethanol")  # < 3 heavy atoms
+
+
 def test_orbitals_xtb_and_pyscf_match_direct(ws, call):
     from pyscf import gto, scf
     from tblite.interface import Calculator

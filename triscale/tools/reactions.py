@@ -70,6 +70,13 @@ class ReactionInput(ToolInput):
     temperature_K: float = Field(298.15, gt=0, le=5000)
     pressure_Pa: float = Field(101325.0, gt=0, le=1e10)
     fmax_eV_per_A: float = Field(0.01, gt=0, le=1.0)
+    conformers: int = Field(
+        4,
+        ge=1,
+        le=12,
+        description="Starting geometries per species (3+ heavy atoms): the built one and RDKit conformers of its "
+        "SMILES; each is relaxed and the lowest minimum is used (1: the built geometry only).",
+    )
 
     @field_validator("calculator", mode="before")
     @classmethod
@@ -128,9 +135,10 @@ def reaction_energy(ctx: ToolContext, a: ReactionInput) -> ReactionResult:
         spec = resolve_method(a.calculator, atoms)
         check_limits(spec, atoms)
         vib_dir = ctx.workspace.new_file("vib", f"rxn_{sid}", "")
+        starts = [atoms, *_conformers(atoms, ctx.workspace.record(sid).get("label"), a.conformers - 1)]
         r = ctx.compute(
             relax_and_energy,
-            atoms,
+            starts,
             spec,
             ctx.root,
             a.fmax_eV_per_A,
@@ -142,6 +150,11 @@ def reaction_energy(ctx: ToolContext, a: ReactionInput) -> ReactionResult:
             label=f"{spec.label()} {name}",
         )
         new = ctx.store(r["atoms"], parent=sid, label=f"{name} opt", method=spec.label(), energy_eV=r["energy"])
+        if r["best_start"] > 0:
+            ctx.notes.append(
+                f"{name}: an RDKit conformer relaxed {r['below_built_eV']:.4f} eV below the built geometry's "
+                f"minimum and is used ({len(starts)} starting geometries)."
+            )
         results[name] = r
         species.append(
             {
@@ -153,6 +166,7 @@ def reaction_energy(ctx: ToolContext, a: ReactionInput) -> ReactionResult:
                     if a.free_energy
                     else {}
                 ),
+                "conformers_tried": len(starts),
                 **({} if r["converged"] else {"converged": False}),
             }
         )
@@ -183,11 +197,33 @@ def reaction_energy(ctx: ToolContext, a: ReactionInput) -> ReactionResult:
     )
 
 
+def _conformers(atoms: Atoms, label: str | None, n: int) -> list[Atoms]:
+    """Up to ``n`` more starting geometries of a molecule: RDKit ETKDG conformers of its SMILES (other seeds than
+    the builder's). Built geometries sit in one minimum, not always the lowest: g2's ethanol (anti) relaxes with
+    GFN2-xTB 0.067 eV above the gauche form an embedding finds."""
+    from triscale.tools.builders import molecule_from_smiles, molecule_smiles
+
+    heavy = sum(1 for z in atoms.numbers if z > 1)
+    if n < 1 or atoms.pbc.any() or heavy < 3:
+        return []
+    smiles = molecule_smiles(atoms, label, int(atoms.info.get("charge", 0) or 0))
+    out = []
+    for k in range(n):
+        try:
+            conf = molecule_from_smiles(smiles, seed=0xF00D + 1 + k) if smiles else None
+        except ToolInputError:
+            conf = None
+        if conf is not None and sorted(conf.numbers) == sorted(atoms.numbers):
+            conf.info.update({key: atoms.info[key] for key in ("charge", "spin") if key in atoms.info})
+            out.append(conf)
+    return out
+
+
 # ------------------------------------------------------------- in the worker process
 
 
 def relax_and_energy(
-    atoms: Atoms,
+    starts: list[Atoms],
     spec: CalculatorSpec,
     root: str | None,
     fmax: float,
@@ -197,11 +233,20 @@ def relax_and_energy(
     pressure_Pa: float,
     vib_dir: str,
 ) -> dict[str, Any]:
-    """For reaction energies: relax one species and (optionally) its ideal-gas Gibbs energy."""
+    """For reaction energies: relax each starting geometry of one species, keep the lowest minimum (a converged one
+    first) and (optionally) its ideal-gas Gibbs energy."""
     from ase.thermochemistry import IdealGasThermo
 
-    res = optimize(atoms, spec, root, "bfgs", fmax, steps, False, 0.0, None, None)
-    out = {"atoms": res["atoms"], "energy": res["energy"], "converged": res["converged"]}
+    relaxed = [optimize(atoms, spec, root, "bfgs", fmax, steps, False, 0.0, None, None) for atoms in starts]
+    best = min(range(len(relaxed)), key=lambda i: (not relaxed[i]["converged"], relaxed[i]["energy"]))
+    res = relaxed[best]
+    out = {
+        "atoms": res["atoms"],
+        "energy": res["energy"],
+        "converged": res["converged"],
+        "best_start": best,
+        "below_built_eV": relaxed[0]["energy"] - res["energy"],
+    }
     if thermo:
         v = vibrations(res["atoms"], spec, root, vib_dir, 0.01, 2, False)
         thermo_obj = IdealGasThermo(
