@@ -40,6 +40,7 @@ def call_for_agent(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
     kwargs = _drop_invalid_choices(name, kwargs, notes)
     if name == "reaction_energy" and isinstance(kwargs.get("reaction"), str):
         kwargs = {**kwargs, "reaction": _reaction_with_ids(kwargs["reaction"], ws, notes)}
+    kwargs = _element_as_built_crystal(kwargs, ws, notes)
     try:
         result = call_tool(name, kwargs, ws)
         result.notes.extend(notes)
@@ -55,6 +56,27 @@ def call_for_agent(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
         result = call_tool(name, {**kwargs, "structure_id": bulk.structure_id}, ws)
         result.notes.append(f"Built bulk {sid.strip()} ({bulk.formula}) as {bulk.structure_id} from {sid!r}.")
         return result
+
+
+def _element_as_built_crystal(kwargs: dict[str, Any], ws: Workspace, notes: list[str]) -> dict[str, Any]:
+    """An element named where a structure id goes ('Cu', 'aluminium') is built as ``build_bulk`` builds it for the
+    agent (the conventional cubic cell of a cubic lattice: the cell users mean by "fcc copper"), not as the tools'
+    own resolver would (the primitive cell), so that the same words give the same cell whichever call they reach."""
+    from triscale.agents.local_llm import repair_args
+    from triscale.tools.builders import element_crystal_symbol
+
+    sid = kwargs.get("structure_id")
+    if not isinstance(sid, str) or ws.has(sid.strip()) or ws.find_label(sid.strip()):
+        return kwargs
+    symbol = element_crystal_symbol(sid)
+    if symbol is None:
+        return kwargs
+    try:
+        built = call_tool("build_bulk", repair_args("build_bulk", {"name": symbol}), ws)
+    except ToolError:
+        return kwargs
+    notes.append(f"Built bulk {symbol} ({built.formula}) as {built.structure_id} from {sid!r}.")
+    return {**kwargs, "structure_id": built.structure_id}
 
 
 def _drop_invalid_choices(name: str, kwargs: dict[str, Any], notes: list[str]) -> dict[str, Any]:
