@@ -131,8 +131,7 @@ def question_reactions(question: str) -> list[str]:
     builders know (an optional coefficient, a name, formula or SMILES, a phase word)."""
     if not _ARROW.search(question):
         return []
-    tokens = [_strip(t) if i else t for i, t in enumerate(_ARROW.sub(r" \1 ", question).split())]
-    tokens = [t.strip(_STRIP) if t not in ("+",) else t for t in tokens]
+    tokens = [t if t == "+" else _strip(t) for t in _ARROW.sub(r" \1 ", question).split()]
     out = []
     for a, tok in enumerate(tokens):
         if not _ARROW.fullmatch(tok):
