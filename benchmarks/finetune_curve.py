@@ -37,6 +37,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from triscale.common.files import read_jsonl_by  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SMILES = "OC=CC=O"
 NAME = "malonaldehyde"
@@ -127,7 +129,7 @@ def generate_data(minutes: float) -> Path:
     numbers = np.load(data_dir() / "geometries.npz")["numbers"]
     order = np.random.default_rng(SEED).permutation(len(positions))
     labels_path = data_dir() / "labels.jsonl"
-    done = _read_labels(labels_path)
+    done = read_jsonl_by(labels_path, "index")
     t0 = time.process_time()
     dm = None
     with open(labels_path, "a") as fh:
@@ -163,25 +165,13 @@ def generate_data(minutes: float) -> Path:
     return write_extxyz()
 
 
-def _read_labels(path: Path) -> dict[int, dict]:
-    rows: dict[int, dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-            rows[int(row["index"])] = row
-    return rows
-
-
 def write_extxyz() -> Path:
     """All labelled frames, in labelling order, as extxyz (REF_energy in info, REF_forces per atom)."""
     from ase import Atoms
     from ase.io import write
 
     geo = np.load(data_dir() / "geometries.npz")
-    rows = sorted(_read_labels(data_dir() / "labels.jsonl").values(), key=lambda r: r["rank"])
+    rows = sorted(read_jsonl_by(data_dir() / "labels.jsonl", "index").values(), key=lambda r: r["rank"])
     frames = []
     for row in rows:
         atoms = Atoms(geo["numbers"], positions=geo["positions"][row["index"]])

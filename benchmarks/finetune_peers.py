@@ -49,6 +49,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from triscale.common.files import read_jsonl_by  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 ROOT = HERE.parent
@@ -107,7 +109,7 @@ def _label_stride(args: tuple[int, int, str]) -> None:
     """Label frames ``start::step`` into the cache (one JSON line per frame; a rerun skips what is there)."""
     start, step, cache = args
     os.environ["OMP_NUM_THREADS"] = "1"
-    done = _cached(Path(cache))
+    done = read_jsonl_by(cache, "i")
     geoms = _ethanol_geometries()
     dm = None
     with open(cache, "a") as fh:
@@ -117,19 +119,6 @@ def _label_stride(args: tuple[int, int, str]) -> None:
             energy, forces, dm = label_pbe(geoms[i], dm)
             fh.write(json.dumps({"i": i, "energy": energy, "forces": np.asarray(forces).tolist()}) + "\n")
             fh.flush()
-
-
-def _cached(cache: Path) -> dict[int, dict]:
-    if not cache.exists():
-        return {}
-    rows = {}
-    for line in cache.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
-        rows[int(row["i"])] = row
-    return rows
 
 
 def generate_ethanol(path: Path, workers: int = 1) -> Path:
@@ -150,7 +139,7 @@ def generate_ethanol(path: Path, workers: int = 1) -> Path:
     else:
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_label_stride, jobs))
-    rows = _cached(cache)
+    rows = read_jsonl_by(cache, "i")
     out = []
     for i, a in enumerate(_ethanol_geometries()):
         frame = Atoms(a.numbers, positions=np.round(a.positions, 8))

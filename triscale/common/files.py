@@ -1,4 +1,5 @@
-"""Atomic file writes (a reader sees the old file or the new one, never half of one) and file hashes."""
+"""Atomic file writes (a reader sees the old file or the new one, never half of one), append-only JSON-lines
+logs read back after a kill, and file hashes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256", "read_jsonl_by"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -37,6 +38,22 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2, **kwargs: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=indent, **kwargs) + "\n")
+
+
+def read_jsonl_by(path: str | Path, key: str) -> dict[int, dict[str, Any]]:
+    """The records of an append-only JSON-lines log (a resumable job's labels), by their integer ``key``; a line
+    that does not parse (cut by a kill mid-write) is skipped, so its record is computed again. No file: empty."""
+    path = Path(path)
+    rows: dict[int, dict[str, Any]] = {}
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[int(row[key])] = row
+    return rows
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
