@@ -13,28 +13,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from triscale.tools.builders import element_symbol, molecule_from_text
+
 __all__ = ["question_entities", "fan_out", "comparison_line"]
 
 _SEP = re.compile(r"\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or|vs\.?|versus)\s+", re.I)
 _BUILDERS = ("build_molecule", "build_bulk")
 
 
-def _element_symbol(text: str) -> str | None:
-    from ase.data import atomic_names, chemical_symbols
-
-    t = text.strip()
-    if t in chemical_symbols[1:]:
-        return t
-    low = t.lower().replace("aluminum", "aluminium").replace("sulphur", "sulfur").replace("cesium", "caesium")
-    for sym, name in zip(chemical_symbols, atomic_names, strict=False):
-        if name and name.lower() == low:
-            return sym
-    return None
-
-
 def _is_molecule(text: str) -> bool:
-    from triscale.tools.builders import molecule_from_text
-
     if not re.search(r"[A-Za-z]", text) or text.lower() in ("i", "a", "the", "which", "of", "one"):
         return False
     try:
@@ -54,7 +41,7 @@ def _entity(words: list[str], side: str) -> str | None:
         spans = {"end": [words[-n:]], "start": [words[:n]], "all": [words]}[side] if side != "all" else [words]
         for span in spans:
             text = " ".join(span)
-            if _element_symbol(text) or _is_molecule(text):
+            if element_symbol(text) or _is_molecule(text):
                 return text
         if side == "all":
             break
@@ -94,8 +81,8 @@ def _names(text: Any, entity: str) -> bool:
         return False
     if text.strip().lower() == entity.lower():
         return True
-    sym = _element_symbol(text)
-    return sym is not None and sym == _element_symbol(entity)
+    sym = element_symbol(text)
+    return sym is not None and sym == element_symbol(entity)
 
 
 def _same(entity: str, build_args: dict[str, Any]) -> bool:
@@ -141,7 +128,7 @@ def fan_out(question: str, records: list[Any], call: Any) -> tuple[list[Any], li
     for e in missing:
         args = {k: v for k, v in template.args.items() if k not in ("name", "smiles", "label")}
         if template.name == "build_bulk":
-            args["name"] = _element_symbol(e) or e
+            args["name"] = element_symbol(e) or e
         elif _is_smiles_only(e):
             args["smiles"] = e
         else:
@@ -225,8 +212,8 @@ def _fan_out_by_name(entities: list[str], records: list[Any], call: Any) -> tupl
     for e in missing:
         for rec in named[template_entity]:
             # written as the model wrote the one it did: a symbol for a symbol ('Cu' -> 'Al', not 'aluminium')
-            as_symbol = _element_symbol(str(rec.args.get("structure_id"))) == rec.args.get("structure_id")
-            args = {**rec.args, "structure_id": (_element_symbol(e) or e) if as_symbol else e}
+            as_symbol = element_symbol(str(rec.args.get("structure_id"))) == rec.args.get("structure_id")
+            args = {**rec.args, "structure_id": (element_symbol(e) or e) if as_symbol else e}
             res, err = call(rec.name, args)
             if res is None:
                 notes.append(f"{e}: {rec.name} failed ({err}).")

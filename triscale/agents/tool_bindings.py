@@ -34,8 +34,6 @@ def call_for_agent(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
             result.notes.append(f"Built from the name {kwargs['name']!r}; the SMILES given with it was ignored.")
             return result
         kwargs = {k: v for k, v in kwargs.items() if k != "name"}
-    from triscale.agents.local_llm import repair_args
-
     notes: list[str] = []
     kwargs = _drop_invalid_choices(name, kwargs, notes)
     if name == "reaction_energy" and isinstance(kwargs.get("reaction"), str):
@@ -49,34 +47,43 @@ def call_for_agent(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
         sid = kwargs.get("structure_id")
         if not (isinstance(sid, str) and "Unknown structure" in str(e) and _CRYSTAL_NAME.fullmatch(sid.strip())):
             raise
-        try:  # an element or formula where a structure id is expected: the crystal ase.build.bulk knows
-            bulk = call_tool("build_bulk", repair_args("build_bulk", {"name": sid.strip()}), ws)
-        except ToolError:
+        # a formula where a structure id is expected (no molecule has that name): the crystal ase.build.bulk knows
+        built = _with_built_bulk(kwargs, sid.strip(), ws)
+        if built is None:
             raise e from None
-        result = call_tool(name, {**kwargs, "structure_id": bulk.structure_id}, ws)
-        result.notes.append(f"Built bulk {sid.strip()} ({bulk.formula}) as {bulk.structure_id} from {sid!r}.")
+        result = call_tool(name, built[0], ws)
+        result.notes.append(built[1])
         return result
+
+
+def _with_built_bulk(kwargs: dict[str, Any], crystal: str, ws: Workspace) -> tuple[dict[str, Any], str] | None:
+    """``kwargs`` with its ``structure_id`` replaced by the crystal ``crystal`` built as the agent's ``build_bulk``
+    calls build it (:func:`~triscale.agents.local_llm.repair_args`), and the note saying so; None if refused."""
+    from triscale.agents.local_llm import repair_args
+
+    try:
+        built = call_tool("build_bulk", repair_args("build_bulk", {"name": crystal}), ws)
+    except ToolError:
+        return None
+    note = f"Built bulk {crystal} ({built.formula}) as {built.structure_id} from {kwargs['structure_id']!r}."
+    return {**kwargs, "structure_id": built.structure_id}, note
 
 
 def _element_as_built_crystal(kwargs: dict[str, Any], ws: Workspace, notes: list[str]) -> dict[str, Any]:
     """An element named where a structure id goes ('Cu', 'aluminium') is built as ``build_bulk`` builds it for the
     agent (the conventional cubic cell of a cubic lattice: the cell users mean by "fcc copper"), not as the tools'
     own resolver would (the primitive cell), so that the same words give the same cell whichever call they reach."""
-    from triscale.agents.local_llm import repair_args
     from triscale.tools.builders import element_crystal_symbol
 
     sid = kwargs.get("structure_id")
     if not isinstance(sid, str) or ws.has(sid.strip()) or ws.find_label(sid.strip()):
         return kwargs
     symbol = element_crystal_symbol(sid)
-    if symbol is None:
+    built = _with_built_bulk(kwargs, symbol, ws) if symbol is not None else None
+    if built is None:
         return kwargs
-    try:
-        built = call_tool("build_bulk", repair_args("build_bulk", {"name": symbol}), ws)
-    except ToolError:
-        return kwargs
-    notes.append(f"Built bulk {symbol} ({built.formula}) as {built.structure_id} from {sid!r}.")
-    return {**kwargs, "structure_id": built.structure_id}
+    notes.append(built[1])
+    return built[0]
 
 
 def _drop_invalid_choices(name: str, kwargs: dict[str, Any], notes: list[str]) -> dict[str, Any]:

@@ -932,17 +932,26 @@ _CRYSTAL_SYMMETRIES = ("fcc", "bcc", "hcp", "diamond")
 _NOT_CRYSTALS = ("C", "He", "Ne", "Ar", "Kr", "Xe", "Rn")
 
 
-def element_crystal_symbol(text: str) -> str | None:
-    """The element ``text`` names when it is one whose reference state is a simple crystal: its symbol as written
-    ('Al', 'Co'), its name ('aluminium', 'copper'), or a lower-case symbol ('al', 'cu') that names no molecule
-    ('co' is carbon monoxide). None otherwise."""
-    from ase.data import atomic_names, atomic_numbers, chemical_symbols, reference_states
+def element_symbol(text: str) -> str | None:
+    """The element ``text`` names: its symbol as written ('Cu', 'Co') or its name, any case ('copper',
+    'aluminum', 'sulphur'). None otherwise ('co', 'CO' and 'water' name no element)."""
+    from ase.data import atomic_names, chemical_symbols
 
     t = str(text).strip()
-    low = t.lower().replace("aluminum", "aluminium").replace("cesium", "caesium")
-    sym = t if t in atomic_numbers else None
-    if sym is None:
-        sym = next((s for s, n in zip(chemical_symbols, atomic_names, strict=False) if n and n.lower() == low), None)
+    if t in chemical_symbols[1:]:
+        return t
+    low = t.lower().replace("aluminum", "aluminium").replace("sulphur", "sulfur").replace("cesium", "caesium")
+    return next((s for s, n in zip(chemical_symbols, atomic_names, strict=False) if n and n.lower() == low), None)
+
+
+def element_crystal_symbol(text: str) -> str | None:
+    """The element ``text`` names when it is one whose reference state is a simple crystal: its symbol or name
+    (:func:`element_symbol`), or a lower-case symbol ('al', 'cu') that names no molecule ('co' is carbon
+    monoxide). None otherwise."""
+    from ase.data import atomic_numbers, reference_states
+
+    t = str(text).strip()
+    sym = element_symbol(t)
     if sym is None and t.islower() and t.capitalize() in atomic_numbers:
         target = _name_target(t)
         sym = t.capitalize() if target in (None, t.capitalize()) else None
