@@ -135,7 +135,8 @@ def reaction_energy(ctx: ToolContext, a: ReactionInput) -> ReactionResult:
         spec = resolve_method(a.calculator, atoms)
         check_limits(spec, atoms)
         vib_dir = ctx.workspace.new_file("vib", f"rxn_{sid}", "")
-        starts = [atoms, *_conformers(atoms, ctx.workspace.record(sid).get("label"), a.conformers - 1)]
+        label = ctx.workspace.record(sid).get("label")
+        starts = [atoms, *_conformers(atoms, label, a.conformers - 1, compute=ctx.compute)]
         r = ctx.compute(
             relax_and_energy,
             starts,
@@ -197,10 +198,11 @@ def reaction_energy(ctx: ToolContext, a: ReactionInput) -> ReactionResult:
     )
 
 
-def _conformers(atoms: Atoms, label: str | None, n: int) -> list[Atoms]:
+def _conformers(atoms: Atoms, label: str | None, n: int, *, compute: Any = None) -> list[Atoms]:
     """Up to ``n`` more starting geometries of a molecule: RDKit ETKDG conformers of its SMILES (other seeds than
     the builder's). Built geometries sit in one minimum, not always the lowest: g2's ethanol (anti) relaxes with
-    GFN2-xTB 0.067 eV above the gauche form an embedding finds."""
+    GFN2-xTB 0.067 eV above the gauche form an embedding finds. ``compute``: embed large molecules in a worker
+    under the tool's wall-time limit, as the builder does."""
     from triscale.tools.builders import molecule_from_smiles, molecule_smiles
 
     heavy = sum(1 for z in atoms.numbers if z > 1)
@@ -210,7 +212,7 @@ def _conformers(atoms: Atoms, label: str | None, n: int) -> list[Atoms]:
     out = []
     for k in range(n):
         try:
-            conf = molecule_from_smiles(smiles, seed=0xF00D + 1 + k) if smiles else None
+            conf = molecule_from_smiles(smiles, seed=0xF00D + 1 + k, compute=compute) if smiles else None
         except ToolInputError:
             conf = None
         if conf is not None and sorted(conf.numbers) == sorted(atoms.numbers):
