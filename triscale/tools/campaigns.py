@@ -227,8 +227,12 @@ def run_item(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _failed_record(spec: dict[str, Any], error: str) -> dict[str, Any]:
-    """The record of an item whose task failed (worker died too often, or a crash), written by the client."""
+    """The record of an item whose task failed (worker died too often, or a crash), written by the client.
+    An ``ok`` record the item's own run already wrote for this key is kept: a result is never overwritten."""
     items_dir = Path(spec["dir"]) / "items"
+    written = _read_json(items_dir / f"{spec['index']}.json")
+    if written and written.get("key") == spec["key"] and written.get("status") in DONE:
+        return written
     attempts_file = items_dir / f"{spec['index']}.attempts"
     attempts = len(attempts_file.read_text().splitlines()) if attempts_file.exists() else 0
     record = {
@@ -480,12 +484,12 @@ def run_campaign(
             }
             for fut in as_completed(list(futures)):
                 spec = futures[fut]
-                if fut.status == "finished":
+                # result(), not status: a finished task whose worker is then killed before the result is fetched
+                # reads "lost" (with no exception) while the scheduler recomputes it; result() waits for that.
+                try:
                     rec = fut.result()
-                else:
-                    exc = fut.exception()
-                    tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                    rec = _failed_record(spec, tb)
+                except Exception as exc:  # the task's own error, or KilledWorker once retries are spent
+                    rec = _failed_record(spec, "".join(traceback.format_exception_only(type(exc), exc)).strip())
                 fut.release()
                 finished(rec)
     elif on_start is not None:
