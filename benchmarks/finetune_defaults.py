@@ -258,11 +258,12 @@ def run_one(task: str, size: int, candidate: str, base_name: str = "triscale-bas
     from triscale.finetune.adapters import load_base
 
     torch.set_num_threads(1)
-    result_path = RUNS / candidate / f"{task}-{size}.json"
+    tag = candidate if base_name == "triscale-base" else f"{candidate}@{base_name}"
+    result_path = RUNS / tag / f"{task}-{size}.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
     test, pool = frames(task)
-    out = RUNS / candidate / f"{task}-{size}"
+    out = RUNS / tag / f"{task}-{size}"
     train_file = RUNS / "data" / f"{task}-{size}.extxyz"
     train_file.parent.mkdir(parents=True, exist_ok=True)
     from ase.io import write
@@ -294,6 +295,7 @@ def run_one(task: str, size: int, candidate: str, base_name: str = "triscale-bas
         "suite": TASKS[task][0],
         "size": size,
         "candidate": candidate,
+        "base": base_name,
         "recipe": {k: recipe.model_dump()[k] for k in OLD} | {"lr": recipe.learning_rate},
         "base_test_forces_mae": base_mae,
         "tuned_test_forces_mae": tuned_mae,
@@ -330,13 +332,13 @@ def cmd_dev(args) -> None:
 def cmd_test(args) -> None:
     for size in args.sizes:
         for task in args.tasks or _suite("test"):
-            run_one(task, size, "defaults")
+            run_one(task, size, "defaults", args.base)
 
 
 def cmd_report(args) -> None:
     rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*/*.json"))]
     for suite in ("dev", "test"):
-        sel = [r for r in rows if r["suite"] == suite]
+        sel = [r for r in rows if r["suite"] == suite and r.get("base", "triscale-base") == "triscale-base"]
         if not sel:
             continue
         tasks = sorted({(r["task"], r["size"]) for r in sel}, key=lambda x: (x[1], x[0]))
@@ -355,9 +357,15 @@ def cmd_report(args) -> None:
             cells = " | ".join("" if x is None else f"{x:.2f}" for x in ratios)
             print(f"| {c} | {cells} | {gm:.2f} |")
 
-    test_rows = [r for r in rows if r["suite"] == "test" and r["candidate"] == "defaults"]
+    for base in sorted({r.get("base", "triscale-base") for r in rows if r["candidate"] == "defaults"}):
+        _report_defaults([r for r in rows if r["candidate"] == "defaults" and r.get("base", "triscale-base") == base],
+                         base)  # fmt: skip
+
+
+def _report_defaults(rows: list[dict], base: str) -> None:
+    test_rows = [r for r in rows if r["suite"] == "test"]
     if test_rows:
-        print("\ntest suite, the recipe's defaults (lora, epochs 60): force MAE on 40 test frames\n")
+        print(f"\ntest suite, the recipe's defaults (lora, epochs 60) on {base}: force MAE on 40 test frames\n")
         print("| task | level | N | base (meV/Å) | fine-tuned (meV/Å) | ratio | best epoch / run | exported |")
         print("|---|---|---|---|---|---|---|---|")
         for r in sorted(test_rows, key=lambda r: (r["size"], r["task"])):
@@ -378,6 +386,8 @@ def main(argv=None) -> None:
         q = sub.add_parser(name, help=help_)
         q.add_argument("--sizes", nargs="*", type=int, default=[20, 80])
         q.add_argument("--tasks", nargs="*")
+        if name == "test":
+            q.add_argument("--base", default="triscale-base", help="the base model fine-tuned (default triscale-base)")
         if name == "dev":
             q.add_argument("--candidates", nargs="*", default=[c for c in CANDIDATES if c != "defaults"])
     sub.add_parser("report")
