@@ -129,9 +129,9 @@ def run_seed(df, seed: int, pool: int, budget: int, batch: int, acqs: list[str],
 
 
 def _order(camp) -> list[dict]:
-    from triscale.tools.active_learning import _read_lines
+    from triscale.common.files import read_jsonl
 
-    return _read_lines(camp.out / "labels.jsonl")
+    return read_jsonl(camp.out / "labels.jsonl")
 
 
 def prospective(df, workdir: Path, n: int = 100, budget: int = 20, batch: int = 5) -> dict:

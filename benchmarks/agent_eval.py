@@ -90,9 +90,9 @@ def _get(obj: Any, path: str) -> Any:
 def _requirements_met(task: dict[str, Any]) -> str | None:
     for req in task.get("requires", []):
         if req == "triscale-base":
-            from triscale.tools.calculators import _checkpoint_shipped
+            from triscale.tools.calculators import checkpoint_shipped
 
-            if not _checkpoint_shipped():
+            if not checkpoint_shipped():
                 return "triscale-base checkpoint not shipped"
     return None
 

@@ -56,7 +56,7 @@ def qh9_part(model_name: str, n_conf: int, seed: int, n_train_mols: int) -> dict
     from triscale.quantum.data import generate
     from triscale.quantum.hamiltonian import load_hamiltonian_model
     from triscale.quantum.metrics import aggregate, qh9_metrics
-    from triscale.quantum.train import _baseline
+    from triscale.quantum.train import onsite_mean_baseline
 
     torch.set_num_threads(1)
     model = load_hamiltonian_model(model_name)
@@ -79,7 +79,7 @@ def qh9_part(model_name: str, n_conf: int, seed: int, n_train_mols: int) -> dict
             pred = model.fock(atoms)
             t_pred += time.perf_counter() - t0
             rows.append(qh9_metrics(pred, f, s, n_occ))
-            base.append(qh9_metrics(_baseline(model, z, pos), f, s, n_occ))
+            base.append(qh9_metrics(onsite_mean_baseline(model, z, pos), f, s, n_occ))
         out["rows"][label] = aggregate(rows) | {
             "n_molecules": len(names),
             "ms_per_prediction": 1e3 * t_pred / len(rows),

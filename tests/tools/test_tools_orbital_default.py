@@ -12,6 +12,6 @@ def test_default_calculator_is_xtb_when_omitted_or_auto():
 
 def test_omitted_calculator_with_a_shipped_checkpoint(ws, monkeypatch):
     # with a shipped checkpoint, 'auto' resolves to the foundation model, which gives no orbitals
-    monkeypatch.setattr(calc_mod, "_checkpoint_shipped", lambda name="triscale-base": True)
+    monkeypatch.setattr(calc_mod, "checkpoint_shipped", lambda name="triscale-base": True)
     r = call_tool("orbital_energies", {"structure_id": "water"}, ws)
     assert r.method == "gfn2-xtb" and r.gap_eV > 5

@@ -40,20 +40,24 @@ def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2, **
     return atomic_write_text(path, json.dumps(data, indent=indent, **kwargs) + "\n")
 
 
-def read_jsonl_by(path: str | Path, key: str) -> dict[int, dict[str, Any]]:
-    """The records of an append-only JSON-lines log (a resumable job's labels), by their integer ``key``; a line
-    that does not parse (cut by a kill mid-write) is skipped, so its record is computed again. No file: empty."""
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of an append-only JSON-lines log (a resumable job's labels), in order; a line that does not
+    parse (cut by a kill mid-write) is skipped, so its record is computed again. No file: empty."""
     path = Path(path)
-    rows: dict[int, dict[str, Any]] = {}
     if not path.exists():
-        return rows
+        return []
+    rows: list[dict[str, Any]] = []
     for line in path.read_text().splitlines():
         try:
-            row = json.loads(line)
+            rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        rows[int(row[key])] = row
     return rows
+
+
+def read_jsonl_by(path: str | Path, key: str) -> dict[int, dict[str, Any]]:
+    """:func:`read_jsonl` by the records' integer ``key`` (a later record of a key replaces an earlier one)."""
+    return {int(row[key]): row for row in read_jsonl(path)}
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:

@@ -132,12 +132,12 @@ def fit_statistics(model: HamiltonianModel, data: HamiltonianData) -> None:
     model.head.scale.fill_(1.0)
     resid = []
     for z, pos, f in zip(data.numbers, data.positions, data.fock):
-        base = _baseline(model, z, pos)
+        base = onsite_mean_baseline(model, z, pos)
         resid.append((f - base).ravel())
     head.scale.fill_(float(np.sqrt(np.mean(np.concatenate(resid) ** 2))))
 
 
-def _baseline(model: HamiltonianModel, numbers, positions) -> np.ndarray:
+def onsite_mean_baseline(model: HamiltonianModel, numbers, positions) -> np.ndarray:
     """The on-site-mean-only prediction (what the head starts from; a reference in the metrics)."""
     layout, head = model.layout, model.head
     ao_atom, ao_can = layout.canonical(numbers)
@@ -337,7 +337,7 @@ def train(recipe: TrainRecipe, log=print) -> dict[str, Any]:
     test = evaluate(model, s_test, d_test, full=True)
     t_pred = (time.monotonic() - t0) / max(len(s_test), 1)
     baseline_rows = [
-        qh9_metrics(_baseline(model, z, p), f, s, n)
+        qh9_metrics(onsite_mean_baseline(model, z, p), f, s, n)
         for z, p, f, s, n in zip(d_test.numbers, d_test.positions, d_test.fock, d_test.overlap, d_test.n_occ)
     ]
     metrics = {

@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from triscale.common import atomic_write_json, atomic_write_text
+from triscale.common.files import read_jsonl
 
 __all__ = [
     "acquisition_scores",
@@ -432,18 +433,6 @@ def _append_line(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _read_lines(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            break  # a torn last line from a kill mid-write: the label is recomputed
-    return out
-
-
 class Campaign:
     """One campaign in ``recipe.out``. ``structures``/``names`` override ``recipe.pool``; ``labeller(i, atoms)``
     replaces the reference method (e.g. a lookup of precomputed values); ``features`` skips encoding."""
@@ -522,7 +511,7 @@ class Campaign:
     def labels(self) -> dict[int, float]:
         """Labels so far, pool index -> reference value (the first record of an index wins)."""
         out: dict[int, float] = {}
-        for rec in _read_lines(self.out / "labels.jsonl"):
+        for rec in read_jsonl(self.out / "labels.jsonl"):  # a torn line (a kill mid-write) is labelled again
             out.setdefault(int(rec["index"]), float(rec["value"]))
         return out
 

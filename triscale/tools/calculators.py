@@ -182,7 +182,8 @@ def _installed(module: str | None) -> bool:
     return module is None or importlib.util.find_spec(module) is not None
 
 
-def _checkpoint_shipped(name: str = "triscale-base") -> bool:
+def checkpoint_shipped(name: str = "triscale-base") -> bool:
+    """Whether the foundation checkpoint ``name`` ships with this install (its config.json is present)."""
     return (_CHECKPOINT_DIR / name / "config.json").exists()
 
 
@@ -192,7 +193,7 @@ def available_methods() -> dict[str, dict[str, Any]]:
     for name, m in METHODS.items():
         ok = _installed(m.module)
         note = None
-        if name == "triscale" and ok and not _checkpoint_shipped():
+        if name == "triscale" and ok and not checkpoint_shipped():
             note = "no shipped checkpoint yet; pass model=<saved model directory>"
         out[name] = {
             "installed": ok,
@@ -242,7 +243,7 @@ def _pick_auto(spec: CalculatorSpec, atoms: Atoms) -> str:
     periodic = bool(atoms.pbc.any())
     charged = bool(spec.charge or spec.spin or atoms.info.get("charge", 0) or (not periodic and atoms.info.get("spin")))
     small = len(atoms) <= METHODS["gfn2-xtb"].max_atoms
-    if _checkpoint_shipped() and _installed("torch") and not charged:
+    if checkpoint_shipped() and _installed("torch") and not charged:
         return "triscale"
     if not periodic and small and _installed("tblite"):
         return "gfn2-xtb"
@@ -304,7 +305,7 @@ def _cheaper(atoms: Atoms, than: MethodInfo) -> list[str]:
             continue
         if periodic and not m.periodic:
             continue
-        if m.name == "triscale" and not _checkpoint_shipped():
+        if m.name == "triscale" and not checkpoint_shipped():
             continue
         out.append(f"{m.name} (≤{m.max_atoms} atoms)")
     return out
