@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from triscale.tools.builders import element_symbol, molecule_from_text
+from triscale.tools.builders import element_symbol, names_a_molecule
 
 __all__ = ["question_entities", "fan_out", "comparison_line"]
 
@@ -22,13 +22,7 @@ _BUILDERS = ("build_molecule", "build_bulk")
 
 
 def _is_molecule(text: str) -> bool:
-    if not re.search(r"[A-Za-z]", text) or text.lower() in ("i", "a", "the", "which", "of", "one"):
-        return False
-    try:
-        molecule_from_text(text)
-    except Exception:
-        return False
-    return True
+    return text.lower() not in ("i", "a", "the", "which", "of", "one") and names_a_molecule(text)
 
 
 def _entity(words: list[str], side: str) -> str | None:

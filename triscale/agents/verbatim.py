@@ -104,19 +104,12 @@ _MAX_SIDE_TOKENS = 10
 
 
 def _species_ok(term: str) -> bool:
-    from triscale.tools.builders import molecule_from_text
+    from triscale.tools.builders import names_a_molecule
 
     words = term.split()
     if words and _COEF.match(words[0]):
         words = words[1:]
-    name = _PHASE.sub("", " ".join(words)).strip()
-    if not name or not re.search(r"[A-Za-z]", name):
-        return False
-    try:
-        molecule_from_text(name)
-    except Exception:
-        return False
-    return True
+    return names_a_molecule(_PHASE.sub("", " ".join(words)).strip())
 
 
 def _side_ok(tokens: list[str]) -> bool:

@@ -932,6 +932,17 @@ _CRYSTAL_SYMMETRIES = ("fcc", "bcc", "hcp", "diamond")
 _NOT_CRYSTALS = ("C", "He", "Ne", "Ar", "Kr", "Xe", "Rn")
 
 
+def names_a_molecule(text: str) -> bool:
+    """Whether :func:`molecule_from_text` builds ``text`` (a name, g2 key or SMILES with at least one letter)."""
+    if not re.search(r"[A-Za-z]", text):
+        return False
+    try:
+        molecule_from_text(text)
+    except Exception:  # any refusal (unknown name, SMILES that does not embed) means "no"
+        return False
+    return True
+
+
 def element_symbol(text: str) -> str | None:
     """The element ``text`` names: its symbol as written ('Cu', 'Co') or its name, any case ('copper',
     'aluminum', 'sulphur'). None otherwise ('co', 'CO' and 'water' name no element)."""
