@@ -184,3 +184,25 @@ def test_pictures_a_tool_draws_are_shown(web, script):
         assert end["image"] and end["image"].startswith("/api/files/") and end["image"].endswith(".png")
         png = c.get(end["image"])
         assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_idle_sessions_beyond_the_cap_leave_memory_not_disk(tmp_path):
+    """Every cookie-less request makes a session; memory must not grow without bound. The least recently used idle
+    sessions are dropped past ``max_sessions``; a running one stays; a dropped one's workspace comes back."""
+    from types import SimpleNamespace
+
+    from triscale.web.app import Workbench
+
+    bench = Workbench(tmp_path, agent_factory=lambda ws: None, max_sessions=2)
+    first, _ = bench.session(None)
+    (first.workspace.root / "notes.txt").write_text("kept")
+    first.current = SimpleNamespace(done=False)  # a question running in it
+    second, _ = bench.session(None)
+    third, _ = bench.session(None)
+    assert list(bench.sessions) == [first.id, third.id]  # second (idle, least recent) dropped; first runs
+    first.current.done = True
+    fourth, _ = bench.session(None)
+    assert list(bench.sessions) == [third.id, fourth.id]
+    again, new = bench.session(first.id)
+    assert not new and again is not first and again.workspace.root == first.workspace.root
+    assert (again.workspace.root / "notes.txt").read_text() == "kept" and len(bench.sessions) == 2

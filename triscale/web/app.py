@@ -34,6 +34,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,7 @@ SESSION_COOKIE = "triscale_session"
 TOKEN_COOKIE = "triscale_token"
 MAX_BODY_BYTES = 8 << 20  # structure files come in the JSON body
 MAX_FRAMES = 200
+MAX_SESSIONS = 64  # browser sessions held in memory (agent + conversation); idle ones beyond are dropped
 STATIC = Path(__file__).parent / "static"
 _SID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _STRUCTURE_ID = re.compile(r"^st\d+$")
@@ -240,6 +242,7 @@ class Workbench:
         isolate: bool = True,
         request_timeout_s: float | None = REQUEST_TIMEOUT_S,
         max_workers: int | None = None,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         (self.root / "sessions").mkdir(parents=True, exist_ok=True)
@@ -247,7 +250,9 @@ class Workbench:
         self.isolate = isolate
         self.request_timeout_s = request_timeout_s
         self.agent_factory = agent_factory or self._default_agent
-        self.sessions: dict[str, Session] = {}
+        # most recently used last; beyond max_sessions the least recently used idle ones are dropped from memory
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+        self.max_sessions = max_sessions
         self._lock = threading.Lock()
         import os
 
@@ -259,7 +264,11 @@ class Workbench:
         return ScienceAgent(self.llm, workspace)
 
     def session(self, sid: str | None) -> tuple[Session, bool]:
-        """The session of a cookie value (its workspace reopened after a restart), or a new one."""
+        """The session of a cookie value (its workspace reopened after a restart or an eviction), or a new one.
+
+        Sessions held in memory (each with its agent and conversation) are capped: past ``max_sessions`` the least
+        recently used ones with no question running are dropped. Their workspaces stay on disk, and the next request
+        with that cookie reopens its files with a new conversation."""
         new = sid is None or not _SID.match(sid)
         if new:
             sid = secrets.token_urlsafe(24)
@@ -268,6 +277,10 @@ class Workbench:
             if s is None:
                 ws = Workspace(self.root / "sessions" / sid, isolate=self.isolate)
                 s = self.sessions[sid] = Session(sid, ws)
+            self.sessions.move_to_end(sid)
+            idle = [k for k, v in self.sessions.items() if k != sid and (v.current is None or v.current.done)]
+            for k in idle[: max(0, len(self.sessions) - self.max_sessions)]:
+                del self.sessions[k]
         return s, new
 
     # ------------------------------------------------------------------ questions
@@ -398,6 +411,7 @@ def make_web_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     request_timeout_s: float | None = REQUEST_TIMEOUT_S,
     max_workers: int | None = None,
+    max_sessions: int = MAX_SESSIONS,
 ) -> Starlette:
     """The workbench app over the workspace root ``workspace`` (one subdirectory per browser session).
 
@@ -419,6 +433,7 @@ def make_web_app(
         isolate=isolate,
         request_timeout_s=request_timeout_s,
         max_workers=max_workers,
+        max_sessions=max_sessions,
     )
 
     def session_of(request: Any) -> tuple[Session, bool]:
