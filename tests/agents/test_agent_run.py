@@ -107,3 +107,38 @@ def test_structured_response_values_must_trace(make_agent):
     run = agent.ask("Energy of Cu with EMT?")
     assert [r.property for r in run.answer.results] == ["energy"]
     assert run.answer.results[0].tool_calls and "Dropped band_gap" in run.answer.answer
+
+
+def test_a_cancelled_run_starts_nothing_more_and_answers_from_what_finished(make_agent, agent_ws):
+    """``ask(cancel=token)``: the token set after the first result (here from the event callback, as the web page's
+    cancel does from another thread) ends the run before the next model turn; the answer keeps that result."""
+    from triscale.tools.worker import CancelToken
+
+    agent = make_agent(
+        [
+            {"tool": "build_bulk", "args": {"name": "Cu", "cubic": True}},
+            {"tool": "single_point", "args": {"structure_id": "st1", "calculator": "emt"}},
+            "never reached",
+        ]
+    )
+    token = CancelToken()
+
+    def on_event(kind, data):
+        if kind == "tool_end":
+            token.cancel()
+
+    run = agent.ask("Energy of Cu with EMT?", on_event=on_event, cancel=token)
+    assert run.stop_reason == "cancelled" and run.n_tool_calls == 1 and run.n_model_calls == 1
+    assert "Cancelled by the user" in run.answer.answer
+    assert [c["tool"] for c in agent_ws.calls()] == ["build_bulk"]
+    # a token already set: the call is refused by the binding without running
+    from triscale.agents.context import CURRENT_CANCEL
+    from triscale.agents.tool_bindings import make_langchain_tool
+
+    tool = make_langchain_tool("single_point", agent_ws)
+    reset = CURRENT_CANCEL.set(token)
+    try:
+        out = tool.invoke({"structure_id": "st1", "calculator": "emt"})
+    finally:
+        CURRENT_CANCEL.reset(reset)
+    assert "not run" in out and "cancelled" in out and len(list(agent_ws.calls())) == 1

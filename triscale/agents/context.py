@@ -9,6 +9,7 @@ middleware instance shared by all runs keeps no per-run state of its own.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["RunSettings", "RunState", "RunContext"]
+__all__ = ["RunSettings", "RunState", "RunContext", "CURRENT_CANCEL"]
+
+#: the cancel token of the run whose tool call is executing (set by the middleware around each call), read by the
+#: tool bindings so that a cancelled run kills the calculation it is waiting for and starts no other
+CURRENT_CANCEL: contextvars.ContextVar[Any] = contextvars.ContextVar("triscale_cancel", default=None)
 
 
 class RunSettings(BaseModel):
@@ -69,6 +74,11 @@ class RunState:
     repairs: list[str] = field(default_factory=list)  # arguments changed to what the question states
     routed: dict[str, list[str]] = field(default_factory=dict)  # question -> the tools the model chose
     started: float = field(default_factory=time.monotonic)
+    cancel: Any = None  # a triscale.tools CancelToken: once set, no model turn or tool call starts
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and bool(self.cancel.cancelled)
 
     def emit(self, kind: str, **data: Any) -> None:
         if self.on_event is not None:

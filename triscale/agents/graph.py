@@ -189,9 +189,14 @@ class ScienceAgent:
         *,
         thread_id: str | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        cancel: Any = None,
     ) -> AgentRun:
         """Answer one question (one run). Never raises for tool or model-format problems: the answer then says
-        what went wrong; a backend that cannot be reached raises its own connection error."""
+        what went wrong; a backend that cannot be reached raises its own connection error.
+
+        ``cancel``: a :class:`triscale.tools.worker.CancelToken`. Once it is set (from another thread), the running
+        calculation's worker is killed, no further tool call or model turn starts, and the answer is assembled
+        from the results finished before (``stop_reason`` "cancelled")."""
         from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
         from triscale.agents.provenance import RunLog
@@ -205,7 +210,7 @@ class ScienceAgent:
             tools=[t.name for t in self.tools],
             prompt=self.prompt,
         )
-        st = RunState(log=log, on_event=on_event)
+        st = RunState(log=log, on_event=on_event, cancel=cancel)
         t0 = time.monotonic()
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 100}
         error = None
@@ -244,6 +249,9 @@ class ScienceAgent:
         if final_text and "limit" in final_text.lower() and "exceeded" in final_text.lower():
             stop, final_text = "call_limit", ""
         notes = []
+        if st.cancelled and not error:
+            stop = "cancelled"
+            notes.append("Cancelled by the user; the results are those finished before that.")
         if error:
             stop = "error"
             notes.append(f"The language model failed: {error}")
@@ -258,7 +266,7 @@ class ScienceAgent:
             notes.append("The run reached its model/tool call limit.")
         elif stop == "time_limit":
             notes.append(f"The run reached its time limit ({self.settings.max_wall_s:g} s).")
-        if stop not in ("error", "repeated_failures") and self.settings.fan_out:
+        if stop not in ("error", "repeated_failures", "cancelled") and self.settings.fan_out:
             more, fan_notes = self._fan_out(question, records, st)
             records += more
             notes += fan_notes

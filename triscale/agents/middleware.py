@@ -15,7 +15,7 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResp
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.errors import GraphBubbleUp
 
-from triscale.agents.context import RunState
+from triscale.agents.context import CURRENT_CANCEL, RunState
 
 __all__ = [
     "TriScaleMiddleware",
@@ -178,6 +178,11 @@ class TriScaleMiddleware(AgentMiddleware):
             return ModelResponse(
                 result=[AIMessage(content=st.failure_summary(self.max_failures))], structured_response=None
             )
+        if st.cancelled:
+            st.stop_reason = "cancelled"
+            if st.log is not None:
+                st.log.write("guard", reason="cancelled by the user; run ended")
+            return ModelResponse(result=[AIMessage(content="")], structured_response=None)
         if self.max_wall_s is not None and time.monotonic() - st.started > self.max_wall_s and st.turns:
             st.stop_reason = "time_limit"
             if st.log is not None:
@@ -267,9 +272,11 @@ class TriScaleMiddleware(AgentMiddleware):
         tc = request.tool_call
         lc_id = tc.get("id") or ""
         self._wait_turn(lc_id, st)
+        token = CURRENT_CANCEL.set(st.cancel)
         try:
             return self._tool_call(request, handler, st)
         finally:
+            CURRENT_CANCEL.reset(token)
             self._mark_done(lc_id, st)
 
     def _tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any], st: RunState):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from triscale.agents.context import CURRENT_CANCEL
 from triscale.tools import ToolError, Workspace, call_tool, list_tools
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,14 +21,15 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["call_for_agent", "langchain_tools", "make_langchain_tool"]
 
 
-def call_for_agent(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
+def call_for_agent(name: str, kwargs: dict[str, Any], ws: Workspace, cancel: Any = None) -> Any:
     """``call_tool`` with one repair for language models: ``build_molecule`` given both a name and a SMILES
     builds from the name (models, small ones above all, often add a wrong SMILES from memory: 'caffeine' with
-    'CCOOC'), and from the SMILES only if the name is unknown."""
+    'CCOOC'), and from the SMILES only if the name is unknown. ``cancel``: a ``CancelToken`` that stops every
+    call this makes (a running calculation's worker is killed)."""
     if name == "build_molecule" and kwargs.get("name") and kwargs.get("smiles"):
         by_name = {k: v for k, v in kwargs.items() if k != "smiles"}
         try:
-            result = call_tool(name, by_name, ws)
+            result = call_tool(name, by_name, ws, cancel=cancel)
         except ToolError:
             pass
         else:
@@ -40,7 +42,7 @@ def call_for_agent(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
         kwargs = {**kwargs, "reaction": _reaction_with_ids(kwargs["reaction"], ws, notes)}
     kwargs = _element_as_built_crystal(kwargs, ws, notes)
     try:
-        result = call_tool(name, kwargs, ws)
+        result = call_tool(name, kwargs, ws, cancel=cancel)
         result.notes.extend(notes)
         return result
     except ToolError as e:
@@ -51,7 +53,7 @@ def call_for_agent(name: str, kwargs: dict[str, Any], ws: Workspace) -> Any:
         built = _with_built_bulk(kwargs, sid.strip(), ws)
         if built is None:
             raise e from None
-        result = call_tool(name, built[0], ws)
+        result = call_tool(name, built[0], ws, cancel=cancel)
         result.notes.append(built[1])
         return result
 
@@ -162,9 +164,14 @@ def make_langchain_tool(name: str, workspace: Workspace | str) -> StructuredTool
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
 
     def _run(**kwargs: Any) -> tuple[str, dict[str, Any]]:
+        cancel = CURRENT_CANCEL.get()  # the run's token (ScienceAgent.ask(cancel=...)), set around each call
+        if cancel is not None and cancel.cancelled:
+            raise ToolException(f"{tool.name} was not run: the user cancelled this question.")
         try:
-            result = call_for_agent(tool.name, kwargs, ws)
+            result = call_for_agent(tool.name, kwargs, ws, cancel=cancel)
         except ToolError as e:
+            if cancel is not None and cancel.cancelled:
+                raise ToolException(f"{tool.name} was cancelled by the user.") from None
             raise ToolException(f"{tool.name} error: {e}") from None
         return result.content(), result.model_dump(mode="json")
 

@@ -192,42 +192,6 @@ class Session:
         self.asks: dict[str, Ask] = {}
         self.current: Ask | None = None
         self.lock = threading.Lock()
-        self.cancel_box: dict[str, CancelToken | None] = {"token": None}
-
-
-def _cancellable(agent: Any, workspace: Workspace, box: dict[str, CancelToken | None]) -> None:
-    """Route the agent's tool calls through ``call_tool(..., cancel=token)`` so the page can stop them.
-
-    ``ScienceAgent.ask`` takes no cancel token (its tool bindings call the registry without one), so the tools'
-    functions are wrapped here: a running calculation's worker is killed when the token is set, and every call
-    after that is refused at once. Instant tools (builders, queries) and the one repair the binding makes for
-    language models (a crystal name where a structure id belongs) keep the binding's own function.
-    """
-    from langchain_core.tools import ToolException
-
-    for tool in getattr(agent, "tools", []):
-        original = getattr(tool, "func", None)
-        if original is None:
-            continue
-        cost = (tool.metadata or {}).get("cost")
-
-        def run(_name: str = tool.name, _orig: Any = original, _instant: bool = cost == "instant", **kwargs: Any):
-            token = box["token"]
-            if token is not None and token.cancelled:
-                raise ToolException(f"{_name} was not run: the user cancelled this question.")
-            if _instant or token is None:
-                return _orig(**kwargs)
-            try:
-                result = call_tool(_name, kwargs, workspace, cancel=token)
-            except ToolError as e:
-                if token.cancelled:
-                    raise ToolException(f"{_name} was cancelled by the user.") from None
-                if "Unknown structure" in str(e):
-                    return _orig(**kwargs)  # the binding's repair (or the same error, worded the same)
-                raise ToolException(f"{_name} error: {e}") from None
-            return result.content(), result.model_dump(mode="json")
-
-        tool.func = run
 
 
 class Workbench:
@@ -328,34 +292,16 @@ class Workbench:
         if session.agent is None:
             ask.emit("status", message="starting the agent")
             session.agent = self.agent_factory(session.workspace)
-            _cancellable(session.agent, session.workspace, session.cancel_box)
         agent = session.agent
-        guard = getattr(agent, "guard", None)
-        repeats = getattr(guard, "max_repeats", None)
-        session.cancel_box["token"] = ask.cancel
-        stop_watch = threading.Event()
-
-        def watch() -> None:  # once cancelled, the next model turn that asks for tools ends the run
-            while not stop_watch.wait(0.1):
-                if ask.cancel.cancelled and guard is not None:
-                    guard.max_repeats = 0
-                    return
-
-        threading.Thread(target=watch, daemon=True).start()
         info = getattr(agent, "llm_info", None)
         ask.emit("status", message=f"asking {getattr(info, 'backend', 'the model')} {getattr(info, 'model', '')}")
-        try:
-            run = agent.ask(ask.question, thread_id=session.thread_id, on_event=ask.on_agent_event)
-        finally:
-            stop_watch.set()
-            session.cancel_box["token"] = None
-            if guard is not None and repeats is not None:
-                guard.max_repeats = repeats
+        # the page's cancel (and the per-question time limit) set this token: the agent kills the running
+        # calculation, starts nothing more and answers from what finished
+        run = agent.ask(ask.question, thread_id=session.thread_id, on_event=ask.on_agent_event, cancel=ask.cancel)
         answer = run.answer.model_dump(mode="json")
         stop = run.stop_reason
         notes = []
-        if ask.cancel.cancelled:
-            stop = "cancelled"
+        if stop == "cancelled":
             notes.append("Cancelled from the page; the results below are those finished before that.")
         ask.emit(
             "answer",
