@@ -12,7 +12,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pathlib import Path  # noqa: E402
-from typing import Annotated  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
 
 import typer  # noqa: E402
 
@@ -307,8 +307,9 @@ def serve(
 
         science_agent = ScienceAgent(llm, workspace)
 
-        def ask_handler(question: str, session: str | None) -> dict:
-            return science_agent.ask(question, thread_id=session).as_json()
+        def ask_handler(question: str, session: str | None, cancel: Any) -> dict:
+            # a client that disconnects (or a request past --request-timeout) stops the run and its calculation
+            return science_agent.ask(question, thread_id=session, cancel=cancel).as_json()
 
     _serve_until_stopped(
         "serve",

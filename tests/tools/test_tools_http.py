@@ -19,7 +19,7 @@ from triscale.tools.errors import ToolInputError
 from triscale.tools.http_server import TriscaleServer
 
 
-def _ask(question, session):
+def _ask(question, session, cancel):
     return {"answer": f"echo {question}", "results": [], "session": session}
 
 
@@ -241,3 +241,24 @@ def test_a_client_that_leaves_cancels_its_calculation_and_heavy_calls_queue(star
     # the queued call ran only once the cancelled one had stopped
     order = [e["tool"] for e in entries]
     assert order.index("molecular_dynamics") < order.index("single_point")
+
+
+def test_ask_past_its_time_limit_cancels_the_run(start):
+    """/ask hands its handler the request's cancel token: past ``request_timeout_s`` (or when the client leaves) the
+    token is set, so the agent's run (ScienceAgent.ask(cancel=...)) stops instead of computing on for nobody."""
+    import threading
+    import time
+
+    seen = threading.Event()
+
+    def slow_ask(question, session, cancel):
+        t0 = time.monotonic()
+        while not cancel.cancelled and time.monotonic() - t0 < 30:
+            time.sleep(0.05)
+        if cancel.cancelled:
+            seen.set()
+        return {"answer": "stopped" if cancel.cancelled else "ran on", "results": []}
+
+    url = start(ask=slow_ask, request_timeout_s=1.0).url
+    _call(url + "/ask", {"question": "long"})
+    assert seen.wait(10)

@@ -69,7 +69,9 @@ REQUEST_TIMEOUT_S = 3600.0  # longer than any tool's own limit (the longest is 1
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _POLL_S = 0.2  # how often a running call looks for a disconnected client
 
-AskHandler = Callable[[str, "str | None"], dict[str, Any]]
+#: ``ask(question, session, cancel)``: the answer as ``triscale ask --json``; ``cancel`` (a CancelToken) is set when
+#: the client disconnects or the request's time runs out, and should stop the run (``ScienceAgent.ask(cancel=...)``)
+AskHandler = Callable[[str, "str | None", Any], dict[str, Any]]
 
 
 def is_loopback(host: str) -> bool:
@@ -376,7 +378,9 @@ def make_app(
         if not isinstance(question, str) or not question.strip():
             return error_response(400, 'POST /ask needs {"question": "..."}', "ToolInputError")
         try:
-            answer = await run_call(request, lambda cancel, left: ask(question, body.get("session")), heavy=True)
+            answer = await run_call(
+                request, lambda cancel, left: ask(question, body.get("session"), cancel), heavy=True
+            )
         except ToolError as e:
             return error_response(400, str(e), type(e).__name__)
         return json_response(200, {"ok": True, **answer})
