@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # starlette / uvicorn are imported only when a server is buil
 
 __all__ = [
     "make_app",
+    "guarded_app",
     "serve",
     "TriscaleServer",
     "RequestGuard",
@@ -252,6 +253,32 @@ async def not_found(request: Any, exc: Exception):
     return error_response(status, f"no such endpoint: {request.method} {request.url.path}", kind)
 
 
+def guarded_app(
+    routes: list[Any],
+    *,
+    token: str | None,
+    allowed_hosts: Iterable[str] | None,
+    allowed_origins: Iterable[str] | None,
+    max_body_bytes: int,
+    **guard: Any,
+) -> Starlette:
+    """A Starlette app of ``routes`` behind :class:`RequestGuard` (Host/Origin checks, token, body limit; loopback
+    names unless ``allowed_hosts``), with 404/405 in the JSON error shape: the tool server's and the workbench's
+    one set-up. ``guard``: RequestGuard's other options (the workbench's token cookie and public paths)."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+
+    middleware = Middleware(
+        RequestGuard,
+        token=token,
+        allowed_hosts=list(allowed_hosts) if allowed_hosts is not None else list(LOOPBACK_HOSTS),
+        allowed_origins=list(allowed_origins or ()),
+        max_body_bytes=max_body_bytes,
+        **guard,
+    )
+    return Starlette(routes=routes, middleware=[middleware], exception_handlers={404: not_found, 405: not_found})
+
+
 def make_app(
     workspace: Workspace | str,
     *,
@@ -271,8 +298,6 @@ def make_app(
     """
     require_web_stack()
     import anyio
-    from starlette.applications import Starlette
-    from starlette.middleware import Middleware
     from starlette.routing import Route
 
     from triscale.tools.worker import CancelToken
@@ -391,14 +416,13 @@ def make_app(
         Route("/tools/{name:path}", call, methods=["POST"]),
         Route("/ask", ask_route, methods=["POST"]),
     ]
-    guard = Middleware(
-        RequestGuard,
+    return guarded_app(
+        routes,
         token=token,
-        allowed_hosts=list(allowed_hosts) if allowed_hosts is not None else list(LOOPBACK_HOSTS),
-        allowed_origins=list(allowed_origins or ()),
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
         max_body_bytes=max_body_bytes,
     )
-    return Starlette(routes=routes, middleware=[guard], exception_handlers={404: not_found, 405: not_found})
 
 
 def default_hosts(host: str) -> list[str]:

@@ -41,13 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 from triscale.tools import ToolError, ToolInputError, Workspace, call_tool
 from triscale.tools.http_server import (
-    LOOPBACK_HOSTS,
     REQUEST_TIMEOUT_S,
-    RequestGuard,
     TriscaleServer,
     error_response,
+    guarded_app,
     json_response,
-    not_found,
     require_web_stack,
 )
 from triscale.tools.worker import CancelToken
@@ -366,8 +364,6 @@ def make_web_app(
     """
     require_web_stack()
     import anyio
-    from starlette.applications import Starlette
-    from starlette.middleware import Middleware
     from starlette.responses import FileResponse, Response, StreamingResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
@@ -698,16 +694,15 @@ def make_web_app(
         Route("/api/files/{path:path}", files, methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
-    guard = Middleware(
-        RequestGuard,
+    app = guarded_app(
+        routes,
         token=token,
-        allowed_hosts=list(allowed_hosts) if allowed_hosts is not None else list(LOOPBACK_HOSTS),
-        allowed_origins=list(allowed_origins or ()),
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
         max_body_bytes=max_body_bytes,
         token_cookie=TOKEN_COOKIE,
         public_paths=("/", "/static/*"),
     )
-    app = Starlette(routes=routes, middleware=[guard], exception_handlers={404: not_found, 405: not_found})
     app.state.workbench = bench
     return app
 
