@@ -380,3 +380,42 @@ def test_an_element_alone_is_its_crystal(make_agent):
     # the agent builds it as its build_bulk calls do: the conventional cubic cell
     assert atoms.pbc.all() and len(atoms) == 4 and atoms.cell.volume == pytest.approx(4.05**3)
     assert any(r.property == "energy" and r.unit == "eV/atom" for r in run.answer.results)
+
+
+def test_time_step_and_supercell_the_question_states():
+    from triscale.agents.verbatim import question_facts, repair_call, supercell_repairs
+
+    f = question_facts(
+        "Run 200 steps of NVT MD of a 2x2x2 fcc copper supercell at 300 K with EMT and a 2 fs time step."
+    )
+    assert f.timesteps_fs == [2.0] and f.supercell == [2, 2, 2] and f.temperatures == [300.0]
+    assert question_facts("time step of 0.5 fs, 3 × 3 × 3 cell").supercell == [3, 3, 3]
+    assert question_facts("Simulate 100 fs of water").timesteps_fs == []  # total time, not the step
+    assert question_facts("a 2x2x2 k-point grid").supercell is None  # no cell named
+    args, notes = repair_call("molecular_dynamics", {"structure_id": "st1", "calculator": "emt"}, f)
+    assert args["timestep_fs"] == 2.0 and notes
+    # the model builds the unit cell and runs on it: the build gets the stated repeat, once
+    calls = [{"name": "build_bulk", "args": {"name": "Cu", "cubic": True}, "id": "a"}]
+    out, notes, built = supercell_repairs(calls, f, False)
+    assert out[0]["args"]["repeat"] == [2, 2, 2] and built and notes
+    # ... and a later make_supercell with that repeat would repeat it twice: it copies instead
+    later = [{"name": "make_supercell", "args": {"structure_id": "st1", "repeat": [2, 2, 2]}, "id": "b"}]
+    assert supercell_repairs(later, f, True)[0][0]["args"]["repeat"] == [1, 1, 1]
+    # the model makes the supercell itself in the same turn: nothing changes
+    both = calls + later
+    assert supercell_repairs(both, f, False) == (both, [], False)
+
+
+def test_md_on_the_stated_supercell_with_the_stated_time_step(make_agent):
+    """Public md_summary_1 (local model): it built the 4-atom cell and ran MD on it with the default 0.5 fs step."""
+    agent = make_agent(
+        [
+            {"tool": "build_bulk", "args": {"name": "Cu", "crystalstructure": "fcc", "cubic": True}},
+            {"tool": "molecular_dynamics", "args": {"structure_id": "st1", "calculator": "emt", "steps": 20}},
+            "",
+        ]
+    )
+    run = agent.ask("Run 20 steps of NVT MD of a 2x2x2 fcc copper supercell at 300 K with EMT and a 2 fs time step.")
+    md = next(c for c in agent.workspace.calls() if c["tool"] == "molecular_dynamics")
+    assert md["args"]["timestep_fs"] == 2.0 and md["result"]["n_atoms"] == 32
+    assert "repeat -> [2, 2, 2]" in run.answer.answer

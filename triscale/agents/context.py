@@ -72,6 +72,7 @@ class RunState:
     failures: list[str] = field(default_factory=list)  # "tool(args): error" of each failed call
     failed_in_a_row: int = 0  # failed calls since the last successful one
     repairs: list[str] = field(default_factory=list)  # arguments changed to what the question states
+    supercell_built: bool = False  # a build_bulk was given the question's NxMxK repeat (verbatim.supercell_repairs)
     routed: dict[str, list[str]] = field(default_factory=dict)  # question -> the tools the model chose
     started: float = field(default_factory=time.monotonic)
     cancel: Any = None  # a triscale.tools CancelToken: once set, no model turn or tool call starts

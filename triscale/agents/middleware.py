@@ -145,20 +145,26 @@ class TriScaleMiddleware(AgentMiddleware):
 
     def _repaired(self, ai: AIMessage, question: str, st: RunState) -> AIMessage:
         """Tool calls whose arguments say what the question says (:mod:`triscale.agents.verbatim`)."""
-        from triscale.agents.verbatim import question_facts, repair_call
+        from triscale.agents.verbatim import question_facts, repair_call, supercell_repairs
 
         facts = question_facts(question)
         calls, changed = [], False
+
+        def record(tool: str, notes: list[str]) -> None:
+            st.repairs.extend(f"{tool}: {n}" for n in notes)
+            if st.log is not None:
+                st.log.write("guard", reason="arguments set to what the question states", tool=tool, changes=notes)
+
         for tc in ai.tool_calls:
             args, notes = repair_call(tc["name"], dict(tc.get("args") or {}), facts)
             if notes:
                 changed = True
-                st.repairs.extend(f"{tc['name']}: {n}" for n in notes)
-                if st.log is not None:
-                    st.log.write(
-                        "guard", reason="arguments set to what the question states", tool=tc["name"], changes=notes
-                    )
+                record(tc["name"], notes)
             calls.append({**tc, "args": args})
+        calls, notes, st.supercell_built = supercell_repairs(calls, facts, st.supercell_built)
+        if notes:
+            changed = True
+            record("supercell", notes)
         if not changed:
             return ai
         return AIMessage(content=ai.content, tool_calls=calls, id=ai.id, usage_metadata=ai.usage_metadata)

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["QuestionFacts", "question_facts", "repair_call"]
+__all__ = ["QuestionFacts", "question_facts", "repair_call", "supercell_repairs"]
 
 # Method names as users write them -> the calculator name the tools accept. 'HF' alone is not read as
 # Hartree-Fock (it is also hydrogen fluoride); 'scan' is an English word.
@@ -43,6 +43,15 @@ _BASIS = re.compile(
     r"(?<![\w-])(sto-\d+g|\d-\d+\+*g\*{0,2}(?:\([dfp, ]+\))?|def2-[a-z]+|(?:aug-)?cc-p[a-z]+)(?![\w-])", re.I
 )
 _TEMP = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:K|kelvin)\b")
+# an MD time step as users write it: "a 2 fs time step", "2-fs timestep", "time step of 1 fs" (not "100 fs" of total
+# simulated time)
+_TIMESTEP = re.compile(
+    r"(?<![\w.])(\d+(?:\.\d+)?)[\s-]*(?:fs|femtoseconds?)[\s-]+(?:time[\s-]?)?steps?\b"
+    r"|\btime[\s-]?steps?\s+(?:of\s+)?(\d+(?:\.\d+)?)\s*(?:fs|femtoseconds?)\b",
+    re.I,
+)
+# "a 2x2x2 supercell", "3 × 3 × 3 cell"
+_SUPERCELL = re.compile(r"(?<![\w.])(\d{1,2})\s*[x×]\s*(\d{1,2})\s*[x×]\s*(\d{1,2})(?![\w.])", re.I)
 _SMILES_CHARS = re.compile(r"[\[\]=#()@/\\]")
 _STRIP = ".,;:?!'\"`"
 
@@ -51,6 +60,8 @@ _STRIP = ".,;:?!'\"`"
 class QuestionFacts:
     smiles: list[str] = field(default_factory=list)
     temperatures: list[float] = field(default_factory=list)
+    timesteps_fs: list[float] = field(default_factory=list)
+    supercell: list[int] | None = None  # the one NxMxK repetition the question states
     methods: list[str] = field(default_factory=list)
     bases: list[str] = field(default_factory=list)
     words: set[str] = field(default_factory=set)
@@ -86,6 +97,10 @@ def question_facts(question: str) -> QuestionFacts:
                 if after_word or not re.fullmatch(r"[A-Za-z]+", tok):
                     facts.smiles.append(tok)
     facts.temperatures = list(dict.fromkeys(float(m.group(1)) for m in _TEMP.finditer(question)))
+    facts.timesteps_fs = list(dict.fromkeys(float(m.group(1) or m.group(2)) for m in _TIMESTEP.finditer(question)))
+    cells = {tuple(int(g) for g in m.groups()) for m in _SUPERCELL.finditer(question)}
+    if len(cells) == 1 and re.search(r"\b(?:super)?cell\b", question, re.I):
+        facts.supercell = list(next(iter(cells)))
     low = question.lower()
     for pattern, name in _METHODS:
         if re.search(pattern, low) and name not in facts.methods:
@@ -266,6 +281,13 @@ def repair_call(name: str, args: dict[str, Any], facts: QuestionFacts, tool: Any
             out["temperature_K"] = t
             notes.append(f"temperature_K {cur!r} -> {t:g} (stated in the question)")
 
+    # MD time step: the one the question states
+    if "timestep_fs" in fields and len(facts.timesteps_fs) == 1:
+        want, cur = facts.timesteps_fs[0], out.get("timestep_fs", fields["timestep_fs"].default)
+        if not isinstance(cur, int | float) or abs(float(cur) - want) > 1e-9:
+            out["timestep_fs"] = want
+            notes.append(f"timestep_fs {cur!r} -> {want:g} (stated in the question)")
+
     # boolean options whose own name the question uses ('free_energy' in "Gibbs free energy of reaction")
     for key, f in fields.items():
         if f.annotation is bool and f.default is False and key not in out:
@@ -298,3 +320,33 @@ def repair_call(name: str, args: dict[str, Any], facts: QuestionFacts, tool: Any
                 out["calculator"] = new
                 notes.append(f"basis {old!r} -> {facts.bases[0]!r} (the basis the question names)")
     return out, notes
+
+
+def supercell_repairs(
+    calls: list[dict[str, Any]], facts: QuestionFacts, built: bool
+) -> tuple[list[dict[str, Any]], list[str], bool]:
+    """A turn's tool calls with the NxMxK supercell the question states (``facts.supercell``).
+
+    A ``build_bulk`` without ``repeat`` in a turn with no ``make_supercell`` gets the stated repeat: small models
+    build the unit cell and compute on it ("a 2x2x2 fcc copper supercell" ran MD on 4 atoms). ``built``: an earlier
+    turn's build got it this way, so a later ``make_supercell`` with that repeat would repeat it twice: it is given
+    ``[1, 1, 1]`` (a copy). Returns the calls, one note per change, and whether the supercell is now built."""
+    want = facts.supercell
+    if want is None or want == [1, 1, 1]:
+        return calls, [], built
+    notes: list[str] = []
+    out = []
+    model_repeats = any(c["name"] == "make_supercell" for c in calls)
+    for c in calls:
+        args = dict(c.get("args") or {})
+        if c["name"] == "build_bulk" and not model_repeats and not built and args.get("repeat") in (None, [1, 1, 1]):
+            args["repeat"] = want
+            built = True
+            notes.append(
+                f"build_bulk: repeat -> {want} (the {'x'.join(map(str, want))} supercell the question asks for)"
+            )
+        elif c["name"] == "make_supercell" and built and list(args.get("repeat") or []) == want:
+            args["repeat"] = [1, 1, 1]
+            notes.append(f"make_supercell: repeat {want} -> [1, 1, 1] (the structure built is already that supercell)")
+        out.append({**c, "args": args})
+    return out, notes, built
