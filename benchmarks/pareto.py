@@ -20,8 +20,8 @@ With ``--jobs N`` the trainings run N at a time (each one thread, each stopped b
 
 The winner by the issue's rule is the point with >= 10x MACE-small's throughput (both structures) at <= 1.1x its
 held-out force MAE (both domains); otherwise "none at this budget". A rerun into the same ``OUT`` reuses the frames
-when ``--shards`` are the same, and each model trained after them with the same recipe (budget included). Rank-2
-(TensorNet-like) features are not in the grid: TriScale has no rank-2 implementation (its features are l <= 1).
+when ``--shards`` are the same, and each model trained after them with the same recipe (budget included). The ``-t16``
+point adds 16 channels of TensorNet-style symmetric traceless rank-2 features (``tensor_channels``) to l <= 1.
 
 Writes ``OUT/pareto.json`` and ``OUT/pareto.md`` and prints the table.
 """
@@ -46,13 +46,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE_RECIPE = ROOT / "configs" / "pretrain" / "base.yaml"
 DOMAINS = ("molecule", "material")
 # name -> (hidden_channels, num_layers, cutoff Å); the default size is c64-l3-r5.
+# name -> (channels, layers, cutoff Å, rank-2 tensor channels)
 GRID = {
-    "c64-l3-r5": (64, 3, 5.0),
-    "c96-l3-r5": (96, 3, 5.0),
-    "c128-l3-r5": (128, 3, 5.0),
-    "c64-l2-r5": (64, 2, 5.0),
-    "c64-l3-r4": (64, 3, 4.0),
-    "c96-l2-r4": (96, 2, 4.0),
+    "c64-l3-r5": (64, 3, 5.0, 0),
+    "c96-l3-r5": (96, 3, 5.0, 0),
+    "c128-l3-r5": (128, 3, 5.0, 0),
+    "c64-l2-r5": (64, 2, 5.0, 0),
+    "c64-l3-r4": (64, 3, 4.0, 0),
+    "c96-l2-r4": (96, 2, 4.0, 0),
+    "c64-l3-r4-t16": (64, 3, 4.0, 16),  # + TensorNet-style rank-2 features (configs/model/rank2.yaml)
 }
 SPEED_RULE, ERROR_RULE = 10.0, 1.1
 
@@ -118,9 +120,11 @@ def point_recipe(name: str, data_dir: Path, out_dir: Path, minutes: float, seed:
     """base.yaml's recipe with this point's size, the benchmark's data and a CPU-time budget."""
     import yaml
 
-    channels, layers, cutoff = GRID[name]
+    channels, layers, cutoff, tensors = GRID[name]
     recipe = yaml.safe_load(BASE_RECIPE.read_text())
     recipe["model"].update(hidden_channels=channels, num_layers=layers, cutoff=cutoff)
+    if tensors:  # only then: the recipes of the l <= 1 points stay as they were (their trained runs are reused)
+        recipe["model"]["tensor_channels"] = tensors
     recipe.update(
         data=[str(data_dir / "train.extxyz"), str(data_dir / "heldout.extxyz")],
         out_dir=str(out_dir),
@@ -359,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--points", nargs="+", default=list(GRID), choices=list(GRID))
     parser.add_argument("--peer-python", default=os.environ.get("TRISCALE_MACE_PYTHON"), help="the MACE venv's python")
     parser.add_argument("--threads", type=int, default=2, help="threads for the atoms/s measurement")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per model and structure (median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (each on one thread)")
     parser.add_argument("--cell-element", default="Cu", help="element of the 108-atom fcc cell timed (default Cu)")
@@ -408,13 +412,14 @@ def main(argv: list[str] | None = None) -> dict:
 
         final = args.out / "points" / name / "final"
         params = sum(p.numel() for p in FoundationModel.from_pretrained(str(final)).parameters())
-        channels, layers, cutoff = GRID[name]
+        channels, layers, cutoff, tensors = GRID[name]
         rows.append(
             {
                 "name": name,
                 "hidden_channels": channels,
                 "num_layers": layers,
                 "cutoff_A": cutoff,
+                "tensor_channels": tensors,
                 "params": int(params),
                 **trained[name],
                 "atoms_per_s": time_triscale(final, structures, args.repeats),
@@ -439,7 +444,6 @@ def main(argv: list[str] | None = None) -> dict:
         "data": summary,
         "rows": rows,
         "mace": mace,
-        "rank2_features": "not measured: TriScale has no rank-2 (TensorNet-like) implementation; features are l <= 1",
     }
     result["winner"] = winner(rows, mace)
     args.out.mkdir(parents=True, exist_ok=True)

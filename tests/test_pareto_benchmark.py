@@ -134,16 +134,16 @@ def test_harness_end_to_end(tmp_path):
     """Two grid points for ~2 CPU-seconds each (and MACE-small where its venv exists): a complete table."""
     data = _shards(tmp_path / "src")
     out = tmp_path / "out"
-    argv = ["--data", *map(str, data), "--shards", "5", "--minutes", "0.03", "--points", "c64-l2-r5", "c64-l3-r4"]
+    argv = ["--data", *map(str, data), "--shards", "5", "--minutes", "0.03", "--points", "c64-l2-r5", "c64-l3-r4-t16"]
     argv += ["--repeats", "1", "--threads", "1", "--jobs", "3", "--out", str(out)]
     with_mace = Path(MACE_PYTHON).exists()
     if with_mace:
         argv += ["--peer-python", MACE_PYTHON]
     result = pareto.main(argv)
-    assert [r["name"] for r in result["rows"]] == ["c64-l2-r5", "c64-l3-r4"]
+    assert [r["name"] for r in result["rows"]] == ["c64-l2-r5", "c64-l3-r4-t16"]
     small, short = result["rows"]
-    assert small["num_layers"] == 2 and short["cutoff_A"] == 4.0
-    assert small["params"] < short["params"]  # one layer fewer
+    assert small["num_layers"] == 2 and short["cutoff_A"] == 4.0 and short["tensor_channels"] == 16
+    assert small["params"] < short["params"]  # one layer fewer, no rank-2 features
     for r in result["rows"]:
         assert r["steps"] >= 1
         assert 1.8 <= r["trained_cpu_seconds"] <= 30  # the CPU budget stopped it (one step may overrun)

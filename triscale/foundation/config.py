@@ -25,6 +25,8 @@ class FoundationConfig(PreTrainedConfig):
         avg_num_neighbors: normalisation of summed messages, so features stay O(1) across densities.
         head_hidden_channels: width of the per-atom readout MLPs.
         property_heads: extra heads; ``"dipole"`` (partial charges x positions + atomic dipoles, e·Å).
+        tensor_channels: channels Ft of symmetric traceless rank-2 features (N, 3, 3, Ft), TensorNet-style;
+            0 (every shipped model): scalars and vectors only.
     """
 
     model_type = "triscale"
@@ -43,6 +45,7 @@ class FoundationConfig(PreTrainedConfig):
         avg_num_neighbors: float = 24.0,
         head_hidden_channels: int = 32,
         property_heads: list[str] | None = None,
+        tensor_channels: int = 0,
         **kwargs,
     ):
         if hidden_channels < 1 or num_layers < 1 or num_radial < 1:
@@ -62,6 +65,9 @@ class FoundationConfig(PreTrainedConfig):
         )
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.head_hidden_channels = int(head_hidden_channels)
+        if tensor_channels < 0:
+            raise ValueError(f"tensor_channels must be >= 0, got {tensor_channels}")
+        self.tensor_channels = int(tensor_channels)
         self.property_heads = list(property_heads) if property_heads is not None else ["dipole"]
         unknown = set(self.property_heads) - {"dipole"}
         if unknown:

@@ -144,3 +144,61 @@ class Update(nn.Module):
         v = v + a_vv.unsqueeze(1) * u_v
         s = s + a_sv * torch.sum(u_v * v_v, dim=1) + a_ss
         return s, v
+
+
+def traceless_outer(unit: torch.Tensor) -> torch.Tensor:
+    """r̂ r̂ᵀ − I/3 per edge (E, 3, 3): the symmetric traceless rank-2 tensor of a bond direction."""
+    eye = torch.eye(3, dtype=unit.dtype, device=unit.device)
+    return unit.unsqueeze(-1) * unit.unsqueeze(-2) - eye / 3.0
+
+
+class TensorInteraction(nn.Module):
+    """Messages of symmetric traceless rank-2 features T (N, 3, 3, Ft), as in TensorNet (Simeon & De Fabritiis
+    2023), added beside PaiNN's scalars and vectors: dT_i = sum_j w1(r) a(s_j) (r̂r̂ᵀ − I/3) + w2(r) b(s_j) T_j.
+    Both terms are symmetric and traceless, and rotate as R T Rᵀ."""
+
+    def __init__(self, channels: int, tensor_channels: int, num_radial: int):
+        super().__init__()
+        self.tensor_channels = tensor_channels
+        self.context = nn.Linear(channels, 2 * tensor_channels)
+        self.filter = nn.Linear(num_radial, 2 * tensor_channels)
+
+    def forward(self, s, t, radial, envelope, outer, edge_index, norm: float, first_layer: bool):
+        receiver, sender = edge_index[0], edge_index[1]
+        x = torch.index_select(self.context(s), 0, sender) * self.filter(radial) * envelope.unsqueeze(-1)
+        a, b = torch.split(x, self.tensor_channels, dim=-1)
+        dt = outer.unsqueeze(-1) * a.unsqueeze(1).unsqueeze(1)
+        if not first_layer:  # T is identically zero before the first interaction
+            dt = dt + torch.index_select(t, 0, sender) * b.unsqueeze(1).unsqueeze(1)
+        return t + scatter_sum(dt, receiver, s.shape[0]) * norm
+
+
+class TensorUpdate(nn.Module):
+    """Per-atom coupling of T with scalars and vectors through invariants: its Frobenius norms and uᵀTu (u a
+    channel mix of the vectors) feed a gate MLP, which updates the scalars, rescales T and adds T·u to the vectors.
+    Channel mixing of T and u has no bias (equivariance)."""
+
+    def __init__(self, channels: int, tensor_channels: int, eps: float = 1e-8):
+        super().__init__()
+        self.channels = channels
+        self.tensor_channels = tensor_channels
+        self.eps = eps
+        self.mix = nn.Linear(tensor_channels, tensor_channels, bias=False)
+        self.vec_in = nn.Linear(channels, tensor_channels, bias=False)
+        self.vec_out = nn.Linear(tensor_channels, channels, bias=False)
+        self.gate = MLP(channels + 2 * tensor_channels, channels, channels + 2 * tensor_channels)
+
+    def forward(self, s, v, t):
+        t_mix = self.mix(t)
+        t_norm = torch.sqrt(torch.sum(t_mix**2, dim=(1, 2)) + self.eps)
+        u = self.vec_in(v)  # (N, 3, Ft)
+        tu = torch.einsum("nabc,nbc->nac", t_mix, u)
+        utu = torch.sum(u * tu, dim=1)
+        ds, g_t, g_v = torch.split(
+            self.gate(torch.cat([s, t_norm, utu], dim=-1)),
+            [self.channels, self.tensor_channels, self.tensor_channels],
+            dim=-1,
+        )
+        t = t + g_t.unsqueeze(1).unsqueeze(1) * t_mix
+        v = v + self.vec_out(tu * g_v.unsqueeze(1))
+        return s + ds, v, t

@@ -8,7 +8,17 @@ from transformers import PreTrainedModel
 
 from triscale.foundation import keys as K
 from triscale.foundation.config import FoundationConfig
-from triscale.foundation.layers import MLP, BesselBasis, Interaction, PolynomialEnvelope, Update, scatter_sum
+from triscale.foundation.layers import (
+    MLP,
+    BesselBasis,
+    Interaction,
+    PolynomialEnvelope,
+    TensorInteraction,
+    TensorUpdate,
+    Update,
+    scatter_sum,
+    traceless_outer,
+)
 
 
 class DipoleHead(nn.Module):
@@ -53,6 +63,12 @@ class FoundationModel(PreTrainedModel):
         self.envelope = PolynomialEnvelope(config.cutoff, config.envelope_exponent)
         self.interactions = nn.ModuleList([Interaction(f, config.num_radial) for _ in range(config.num_layers)])
         self.updates = nn.ModuleList([Update(f) for _ in range(config.num_layers)])
+        ft = getattr(config, "tensor_channels", 0)
+        if ft:  # rank-2 features (capacity grid, issue 14); no shipped model has them
+            self.tensor_interactions = nn.ModuleList(
+                [TensorInteraction(f, ft, config.num_radial) for _ in range(config.num_layers)]
+            )
+            self.tensor_updates = nn.ModuleList([TensorUpdate(f, ft) for _ in range(config.num_layers)])
         self.energy_heads = nn.ModuleList([MLP(f, config.head_hidden_channels, 1) for _ in range(n_domains)])
         # Per-domain statistics (buffers: saved, never trained by gradient descent), fitted from data:
         # E0[d, Z] reference energy per element (eV), and scale/shift of the learned per-atom energy (eV).
@@ -130,6 +146,10 @@ class FoundationModel(PreTrainedModel):
         s = self.embedding(numbers) + self.domain_embedding(graph[K.DOMAIN])[batch]
         v = s.new_zeros((s.shape[0], 3, s.shape[1]))
         norm = 1.0 / self.config.avg_num_neighbors
+        ft = getattr(self.config, "tensor_channels", 0)
+        if ft:
+            t = s.new_zeros((s.shape[0], 3, 3, ft))
+            outer = traceless_outer(unit)
         for layer, (interaction, update) in enumerate(zip(self.interactions, self.updates)):
             s, v = interaction(
                 s,
@@ -143,6 +163,9 @@ class FoundationModel(PreTrainedModel):
                 edge_chunk=edge_chunk,
             )
             s, v = update(s, v)
+            if ft:  # rank-2 messages are not edge-chunked: memory grows with edges x 9 Ft
+                t = self.tensor_interactions[layer](s, t, radial, envelope, outer, edge_index, norm, layer == 0)
+                s, v, t = self.tensor_updates[layer](s, v, t)
         return s, v
 
     def atomic_energies_of(self, s: torch.Tensor, graph: dict[str, torch.Tensor]) -> torch.Tensor:
