@@ -274,11 +274,14 @@ class Workspace:
             have = f"Structures in this workspace{more}: {shown}."
         else:
             have = "The workspace has no structures yet."
-        return ToolInputError(
-            f"Unknown structure {ref!r}. {have}",
-            hint="Pass an existing id such as 'st1', or build one first with build_molecule "
-            "(name or SMILES) or build_bulk.",
+        build = "build_molecule (name or SMILES) or build_bulk (crystals, with repeat for a supercell)"
+        # an empty workspace must not be told to pass 'st1': a small model then repeats the very call that failed
+        hint = (
+            f"Pass one of the ids listed, or build a new structure first with {build}."
+            if recs
+            else f"Build the structure first with {build}, then pass the id it returns."
         )
+        return ToolInputError(f"Unknown structure {ref!r}. {have}", hint=hint)
 
     # ------------------------------------------------------------------ files
     def path(self, relative: str | Path, *, must_exist: bool = False) -> Path:
