@@ -419,3 +419,14 @@ def test_md_on_the_stated_supercell_with_the_stated_time_step(make_agent):
     md = next(c for c in agent.workspace.calls() if c["tool"] == "molecular_dynamics")
     assert md["args"]["timestep_fs"] == 2.0 and md["result"]["n_atoms"] == 32
     assert "repeat -> [2, 2, 2]" in run.answer.answer
+
+
+def test_a_lattice_constant_from_memory_is_dropped():
+    """Held-out h_md_1: the local model built copper with "a_A": 3.162 (copper's a is 3.61 Å)."""
+    from triscale.agents.verbatim import question_facts, repair_call
+
+    q = question_facts("NVT dynamics of a 2x2x2 supercell of cubic copper at 500 K with EMT")
+    args, notes = repair_call("build_bulk", {"name": "Cu", "a_A": 3.162, "repeat": [2, 2, 2]}, q)
+    assert "a_A" not in args and args["cubic"] is True and len(notes) == 2
+    stated = question_facts("the EMT energy of fcc Cu with a = 3.6 Å")
+    assert repair_call("build_bulk", {"name": "Cu", "a_A": 3.6}, stated)[0]["a_A"] == 3.6

