@@ -430,3 +430,7 @@ def test_a_lattice_constant_from_memory_is_dropped():
     assert "a_A" not in args and args["cubic"] is True and len(notes) == 2
     stated = question_facts("the EMT energy of fcc Cu with a = 3.6 Å")
     assert repair_call("build_bulk", {"name": "Cu", "a_A": 3.6}, stated)[0]["a_A"] == 3.6
+    # a number an earlier tool result gave (the fitted lattice constant of an EOS) is the model's to reuse
+    fitted = question_facts("Fit the EOS of Cu with EMT, then build Cu at the fitted lattice constant")
+    fitted.results = '{"lattice_constant_A": 3.5903, "bulk_modulus_GPa": 134.2}'
+    assert repair_call("build_bulk", {"name": "Cu", "a_A": 3.5903}, fitted)[0]["a_A"] == 3.5903

@@ -143,11 +143,20 @@ class TriScaleMiddleware(AgentMiddleware):
 
         return next((message_text(m.content) for m in reversed(request.messages) if isinstance(m, HumanMessage)), "")
 
-    def _repaired(self, ai: AIMessage, question: str, st: RunState) -> AIMessage:
+    @staticmethod
+    def _results_text(request: ModelRequest) -> str:
+        """The tool results the model has seen since the question (numbers it may legitimately reuse)."""
+        from langchain_core.messages import HumanMessage, ToolMessage
+
+        start = max((i for i, m in enumerate(request.messages) if isinstance(m, HumanMessage)), default=-1) + 1
+        return " ".join(message_text(m.content) for m in request.messages[start:] if isinstance(m, ToolMessage))
+
+    def _repaired(self, ai: AIMessage, question: str, st: RunState, results: str = "") -> AIMessage:
         """Tool calls whose arguments say what the question says (:mod:`triscale.agents.verbatim`)."""
         from triscale.agents.verbatim import question_facts, repair_call, supercell_repairs
 
         facts = question_facts(question)
+        facts.results = results
         calls, changed = [], False
 
         def record(tool: str, notes: list[str]) -> None:
@@ -216,7 +225,7 @@ class TriScaleMiddleware(AgentMiddleware):
             ai = next((m for m in msgs if isinstance(m, AIMessage)), None)
         dt = time.monotonic() - t0
         if self.verbatim and ai is not None and ai.tool_calls:
-            fixed = self._repaired(ai, self._question(request), st)
+            fixed = self._repaired(ai, self._question(request), st, self._results_text(request))
             if fixed is not ai:
                 ai = fixed
                 msgs = [fixed if isinstance(m, AIMessage) else m for m in msgs]

@@ -68,6 +68,7 @@ class QuestionFacts:
     reactions: list[str] = field(default_factory=list)
     element_chains: list[list[str]] = field(default_factory=list)
     text: str = ""
+    results: str = ""  # the run's tool results so far: numbers the model may take from them
 
 
 def _parses(token: str) -> bool:
@@ -286,10 +287,11 @@ def repair_call(name: str, args: dict[str, Any], facts: QuestionFacts, tool: Any
             notes.append(f"temperature_K {cur!r} -> {t:g} (stated in the question)")
 
     # lattice parameters the model typed from memory (held-out h_md_1: "a_A": 3.162 for copper, whose a is
-    # 3.61 Å): kept only when the question states that number; otherwise the builder's reference value is used
+    # 3.61 Å): kept only when the question or an earlier result states that number; else the reference value
     for key in ("a_A", "c_A"):
         value = out.get(key)
-        if key in fields and isinstance(value, int | float) and not _number_stated(float(value), facts.text):
+        known = f"{facts.text} {facts.results}"
+        if key in fields and isinstance(value, int | float) and not _number_stated(float(value), known):
             out.pop(key)
             notes.append(f"{key} {value!r} dropped (not in the question; the reference lattice parameter is used)")
 
