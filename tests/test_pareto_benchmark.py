@@ -201,12 +201,16 @@ def test_point_recipes_are_valid_pretrain_recipes(tmp_path):
 
     from triscale.foundation.pretrain import PretrainRecipe
 
-    for name, (channels, layers, cutoff) in pareto.GRID.items():
+    for name, (channels, layers, cutoff, tensors) in pareto.GRID.items():
         recipe = PretrainRecipe(**pareto.point_recipe(name, tmp_path / "data", tmp_path / name, 2.0, 0))
         assert (recipe.model["hidden_channels"], recipe.model["num_layers"], recipe.model["cutoff"]) == (
             channels,
             layers,
             cutoff,
+        )
+        # the l <= 1 points' recipes carry no tensor key (their trained runs are reused by recipe equality)
+        assert recipe.model.get("tensor_channels", 0) == tensors and ("tensor_channels" in recipe.model) == bool(
+            tensors
         )
         assert recipe.budget_clock == "cpu" and recipe.max_minutes == 2.0 and recipe.num_threads == 1
     assert PretrainRecipe(data=["x"]).budget_clock == "wall"  # the default is unchanged
