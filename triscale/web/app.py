@@ -191,6 +191,13 @@ class Session:
         self.current: Ask | None = None
         self.lock = threading.Lock()
 
+    def close(self) -> None:
+        """Free what an idle session holds: its workspace's services (worker pools) and the agent's memory file."""
+        conn = getattr(getattr(self.agent, "checkpointer", None), "conn", None)
+        if conn is not None:
+            conn.close()
+        self.workspace.close()
+
 
 class Workbench:
     """Sessions, their workspaces and agents, and the questions running in them."""
@@ -242,7 +249,7 @@ class Workbench:
             self.sessions.move_to_end(sid)
             idle = [k for k, v in self.sessions.items() if k != sid and (v.current is None or v.current.done)]
             for k in idle[: max(0, len(self.sessions) - self.max_sessions)]:
-                del self.sessions[k]
+                self.sessions.pop(k).close()
         return s, new
 
     # ------------------------------------------------------------------ questions
