@@ -197,28 +197,14 @@ _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTAL
 _FENCE_RE = re.compile(r"```(?:json|tool_call)?\s*(.*?)```", re.DOTALL)
 
 
+# a JSON string literal (kept whole) or a // line comment outside one (removed)
+_STRING_OR_COMMENT = re.compile(r'"(?:\\.|[^"\\])*"|//[^\n]*')
+
+
 def _without_comments(text: str) -> str:
     """``text`` without ``// ...`` line comments outside strings (small models annotate JSON calls with them:
     ``"a_A": 3.6,  // Cu lattice constant``, which made the whole call unparseable and silently dropped)."""
-    out, in_str, esc, i = [], False, False, 0
-    while i < len(text):
-        ch = text[i]
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif text.startswith("//", i):
-            while i < len(text) and text[i] != "\n":
-                i += 1
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
+    return _STRING_OR_COMMENT.sub(lambda m: m.group(0) if m.group(0).startswith('"') else "", text)
 
 
 def _loads(text: str) -> Any:
