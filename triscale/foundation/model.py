@@ -63,7 +63,7 @@ class FoundationModel(PreTrainedModel):
         self.envelope = PolynomialEnvelope(config.cutoff, config.envelope_exponent)
         self.interactions = nn.ModuleList([Interaction(f, config.num_radial) for _ in range(config.num_layers)])
         self.updates = nn.ModuleList([Update(f) for _ in range(config.num_layers)])
-        ft = getattr(config, "tensor_channels", 0)
+        ft = config.tensor_channels
         if ft:  # rank-2 features (capacity grid, issue 14); no shipped model has them
             self.tensor_interactions = nn.ModuleList(
                 [TensorInteraction(f, ft, config.num_radial) for _ in range(config.num_layers)]
@@ -146,7 +146,7 @@ class FoundationModel(PreTrainedModel):
         s = self.embedding(numbers) + self.domain_embedding(graph[K.DOMAIN])[batch]
         v = s.new_zeros((s.shape[0], 3, s.shape[1]))
         norm = 1.0 / self.config.avg_num_neighbors
-        ft = getattr(self.config, "tensor_channels", 0)
+        ft = self.config.tensor_channels
         if ft:
             t = s.new_zeros((s.shape[0], 3, 3, ft))
             outer = traceless_outer(unit)
