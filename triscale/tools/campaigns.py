@@ -226,12 +226,19 @@ def run_item(spec: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _done_record(items_dir: Path, index: int, key: str) -> dict[str, Any] | None:
+    """The item's record if it finished (``ok`` or a tool ``error``) under this recipe ``key``; else None."""
+    rec = _read_json(items_dir / f"{index}.json")
+    return rec if rec and rec.get("key") == key and rec.get("status") in DONE else None
+
+
 def _failed_record(spec: dict[str, Any], error: str) -> dict[str, Any]:
     """The record of an item whose task failed (worker died too often, or a crash), written by the client.
-    An ``ok`` record the item's own run already wrote for this key is kept: a result is never overwritten."""
+    A finished record the item's own run already wrote for this key (``ok`` or a tool error) is kept: a result is
+    never overwritten."""
     items_dir = Path(spec["dir"]) / "items"
-    written = _read_json(items_dir / f"{spec['index']}.json")
-    if written and written.get("key") == spec["key"] and written.get("status") in DONE:
+    written = _done_record(items_dir, spec["index"], spec["key"])
+    if written is not None:
         return written
     attempts_file = items_dir / f"{spec['index']}.attempts"
     attempts = len(attempts_file.read_text().splitlines()) if attempts_file.exists() else 0
@@ -440,8 +447,8 @@ def run_campaign(
     specs, done = [], []
     for it in todo:
         key = _item_key(fp, it)
-        rec = _read_json(cdir / "items" / f"{it.index}.json")
-        if rec and rec.get("key") == key and rec.get("status") in DONE:
+        rec = _done_record(cdir / "items", it.index, key)
+        if rec is not None:
             done.append(rec)
             continue
         specs.append({
